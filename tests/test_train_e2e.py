@@ -1,0 +1,82 @@
+"""train.py end to end in a subprocess, on a synthetic MNIST in real IDX files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from conftest import ROOT, data_overrides, store_overrides
+
+from mnist_mlp.datamodule import MnistDataModule
+from mnist_mlp.module import MnistLitModule
+
+
+def run_train(*overrides: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "MPLBACKEND": "Agg", **(env or {})},
+    )
+
+
+def test_fast_dev_run_trains_tests_and_exits_zero(synthetic_mnist, tmp_path):
+    data_dir, md5s = synthetic_mnist
+    result = run_train(
+        "trainer.fast_dev_run=true", *data_overrides(data_dir, md5s), *store_overrides(tmp_path),
+        cwd=tmp_path,  # any working directory
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test set: average loss" in result.stdout
+
+
+def test_bad_data_stops_before_training_with_one_paragraph(synthetic_mnist, tmp_path):
+    data_dir, md5s = synthetic_mnist
+    result = run_train(
+        "trainer.fast_dev_run=true", f"data.data_dir={data_dir}", "data.sources=[local]",
+        *store_overrides(tmp_path),
+    )
+    assert result.returncode == 2
+    assert "error: MNIST file" in result.stderr and "Traceback" not in result.stderr
+    assert "Epoch 0" not in result.stdout + result.stderr
+
+
+def _dm(data_dir, md5s, **kw):
+    return MnistDataModule(str(data_dir), val_size=100, sources=("local",), md5=md5s, **kw)
+
+
+def _module(**kw):
+    net = {"_target_": "mnist_mlp.model.MnistMlp", "hidden1": 64, "hidden2": 32, "hidden3": 16}
+    return MnistLitModule(net=net, optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
+                          **kw)
+
+
+def test_overfitting_one_batch_reaches_full_train_accuracy(synthetic_mnist):
+    data_dir, md5s = synthetic_mnist
+    L.seed_everything(0)
+    module = _module(lr=0.01)
+    module.net.dropout1.p = module.net.dropout2.p = module.net.dropout3.p = 0.0
+    trainer = L.Trainer(overfit_batches=1, max_epochs=60, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, datamodule=_dm(data_dir, md5s, batch_size=32))
+    assert trainer.callback_metrics["train/acc"] == 1.0
+
+
+def test_same_seed_gives_the_same_test_accuracy(synthetic_mnist):
+    data_dir, md5s = synthetic_mnist
+    accs = []
+    for _ in range(2):
+        L.seed_everything(7)
+        trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            accelerator="cpu")
+        module = _module(lr=0.01)
+        dm = _dm(data_dir, md5s, batch_size=50, shuffle_seed=7)
+        trainer.fit(module, datamodule=dm)
+        accs.append(trainer.test(module, datamodule=dm, verbose=False)[0])
+    assert accs[0] == accs[1]
+    assert torch.isfinite(torch.tensor(accs[0]["test/loss"]))
