@@ -363,13 +363,13 @@ def train_hyperparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "learning_rate": model["lr"],
         "batch_size": cfg["data"]["batch_size"],
         "epochs": cfg["trainer"]["max_epochs"],
-        "optimizer": _target_text(model.get("optimizer")),
-        "scheduler": _target_text(model.get("scheduler")),
+        "optimizer": target_text(model.get("optimizer")),
+        "scheduler": target_text(model.get("scheduler")),
         "seed": cfg.get("seed"),
     }
 
 
-def _target_text(spec: Mapping[str, Any] | None) -> str:
+def target_text(spec: Mapping[str, Any] | None) -> str:
     """``torch.optim.SGD(momentum=0.0, ...)`` from a ``_target_`` dict; ``none`` if absent."""
     if not spec or "_target_" not in spec:
         return "none"
