@@ -247,9 +247,23 @@ def sections(r: TestResults, model_text: str, hyperparameters: Mapping[str, Any]
             ("p", "Rows: true class; columns: predicted class."),
             ("table", ["true \\ pred", *map(str, c)], [[k, *r.confusion[k]] for k in c]),
         ]),
-        Section("Classification report", [("pre", text_report(r, digits))]),
+        Section("Classification report", [("table", ["", "precision", "recall", "f1-score",
+                                                     "support"], _report_rows(r, digits)),
+                                          ("pre", text_report(r, digits))]),
         Section("Conclusions", [("list", conclusions(r, digits))]),
     ]
+
+
+def _report_rows(r: TestResults, digits: int) -> list[list[Any]]:
+    """The classification report as table rows (the reference shows it as a table)."""
+    rows: list[list[Any]] = []
+    for name, v in dict_report(r).items():
+        if name == "accuracy":
+            rows.append([name, "", "", _f(v, digits), r.total])
+        else:
+            rows.append([name, *(_f(v[s], digits) for s in ("precision", "recall", "f1-score")),
+                         int(v["support"])])
+    return rows
 
 
 def to_markdown(title: str, parts: Sequence[Section]) -> str:
