@@ -34,11 +34,14 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
             "(outputs/<date>/<time>/checkpoints/last.ckpt or epochNNN.ckpt)."
         )
     try:
+        if not zipfile.is_zipfile(p):  # torch.save (and Lightning) write zip archives
+            raise ValueError("not a zip archive")
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = [ln for ln in str(err).splitlines() if "Unsupported global" in ln] or ["-"]
         raise UserError(
             f"Checkpoint {p} holds objects other than tensors and plain containers, so it is not "
-            f"loaded (weights_only=True refuses pickled code: {str(err).splitlines()[0]}). Use a "
+            f"loaded (weights_only=True refuses pickled code; {detail[0].strip()}). Use a "
             "checkpoint written by this project's train.py."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:

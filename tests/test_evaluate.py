@@ -91,7 +91,7 @@ def trained(tmp_path_factory):
 
 
 def _acc_line(stdout):
-    return [line for line in stdout.splitlines() if line.startswith("Test set:")][0]
+    return [ln for ln in stdout.splitlines() if ln.startswith("Test set:")][0].split(";")[0]
 
 
 @pytest.mark.slow
