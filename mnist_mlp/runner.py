@@ -42,7 +42,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         test_ckpt = None
     elif test_ckpt == "last":
         test_ckpt = None
-    trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
+    trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True, verbose=False)
     if trainer.is_global_zero:  # every rank holds the same synced results; one writes
         report.write_report(cfg.report_dir, model.test_results, str(model.net),
                             report.train_hyperparameters(cfg), cfg.get("report_digits", 4))
