@@ -26,6 +26,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    if logger and trainer.fast_dev_run:  # Lightning swaps in a dummy logger: track smoke runs too
+        trainer.loggers = [logger]
     return datamodule, model, trainer
 
 
