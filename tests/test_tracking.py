@@ -73,7 +73,7 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
 
 
 def _overrides_for(tmp_path: Path, uri: str) -> list[str]:
-    """``store_overrides`` with the tracking URI replaced (Hydra keeps the first duplicate key)."""
+    """``store_overrides`` with the tracking URI replaced rather than given twice."""
     keep = [o for o in store_overrides(tmp_path) if not o.startswith("logger.")]
     return [*keep, f"logger.tracking_uri={uri}"]
 
