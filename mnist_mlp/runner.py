@@ -13,7 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp import report
+from mnist_mlp import report, tracking
 from mnist_mlp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    if logger and trainer.fast_dev_run:  # Lightning swaps in a dummy logger: track smoke runs too
+        trainer.loggers = [logger]
     return datamodule, model, trainer
 
 
@@ -35,6 +37,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     datamodule.prepare_data()  # a bad or missing MNIST stops here, before any run is recorded
+    # The MLflow run: store checked, params and tags logged; closed FINISHED, FAILED or KILLED.
+    with tracking.tracked_run(cfg, trainer, datamodule) as tracked:
+        results = fit_and_test(cfg, datamodule, model, trainer)
+        tracked.log_outputs(cfg.get("report_dir"))
+    return results
+
+
+def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer,
+                 ) -> dict[str, float]:
+    """Fit, then test the configured checkpoint; returns fit and test metrics as floats."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     test_ckpt = cfg.get("test_ckpt", "best")
