@@ -7,12 +7,13 @@ MLflow run, calls it with the local path); ``python evaluate.py ckpt_path=PATH``
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp import checkpoint, report
+from mnist_mlp import checkpoint, report, tracking
 from mnist_mlp.errors import UserError
 
 
@@ -44,13 +45,29 @@ def checkpoint_hyperparameters(ckpt_path: str, ckpt: dict[str, Any]) -> dict[str
     }
 
 
+def evaluate_run(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate a tracked run's best checkpoint; the report goes to a new run nested under it.
+
+    A new run rather than the original one: the training run stays exactly as it was recorded.
+    """
+    download_dir = Path(cfg.report_dir).parent / "checkpoint"
+    with tracking.evaluation_run(str(cfg.run_id), cfg.logger, download_dir) as ev:
+        results = evaluate(str(ev.ckpt_path), cfg)
+        ev.log_report(cfg.report_dir, results)
+    print(f"Recorded in MLflow run {ev.run_id} (nested under {cfg.run_id}).")
+    return results
+
+
 def evaluate_cli(cfg: DictConfig) -> float:
     """``evaluate`` for the command line: user errors become one paragraph and exit status 2."""
     try:
-        if OmegaConf.is_missing(cfg, "ckpt_path"):
-            raise UserError("No checkpoint given: run `python evaluate.py ckpt_path=PATH.ckpt`.")
+        if bool(cfg.get("ckpt_path")) == bool(cfg.get("run_id")):
+            raise UserError(
+                "Give exactly one of ckpt_path and run_id: `python evaluate.py ckpt_path=PATH.ckpt` "
+                "or `python evaluate.py run_id=<MLflow run id>`."
+            )
         OmegaConf.resolve(cfg)
-        results = evaluate(cfg.ckpt_path, cfg)
+        results = evaluate_run(cfg) if cfg.run_id else evaluate(cfg.ckpt_path, cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -190,10 +190,21 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(
     net = mlflow.pytorch.load_model(f"runs:/{rid}/model")
     assert not net.training and net(torch.zeros(3, 784)).shape == (3, 10)
 
-    lcfg = {"tracking_uri": store.tracking_uri, "experiment_name": "mnist-mlp"}
-    with tracking.evaluation_run(rid, lcfg, tmp_path / "dl") as ev:
-        ckpt = torch.load(ev.ckpt_path, weights_only=True)
-        assert ckpt["hyper_parameters"]["lr"] == 0.05
+    # evaluate.py run_id=...: the run's best checkpoint, the report in a new run nested under it.
+    ev_dir = tmp_path / "evaluate"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), f"run_id={rid}", f"hydra.run.dir={ev_dir}",
+         *data_overrides(data_dir, md5s), *store_overrides(tmp_path)[:2]],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (evaluation,) = [r for r in store.search_runs([run.info.experiment_id])
+                     if r.data.tags.get("mnist_mlp.evaluates") == rid]
+    assert evaluation.info.status == "FINISHED"
+    assert evaluation.data.tags["mlflow.parentRunId"] == rid
+    assert evaluation.data.metrics["test/acc"] == run.data.metrics["test/acc"]
+    assert {"report/report.html", "report/predictions.csv"} <= _artifacts(store, evaluation.info.run_id)
+    assert store.get_run(rid).data.metrics == run.data.metrics  # the training run is untouched
 
 
 def test_parallel_sweep_on_a_fresh_store_gives_one_named_grouped_run_per_job(
