@@ -93,9 +93,11 @@ class CheckpointOnInterrupt(OnExceptionCheckpoint):
         super().on_exception(trainer)
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
         last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+        # Same output folder: ModelCheckpoint then keeps its best-so-far score across the resume.
         exact = (f" {last} holds the end of the last full epoch; resuming from it repeats the "
-                 "interrupted epoch and ends exactly as an uninterrupted run:\n  python train.py "
-                 f"ckpt_path={last}" if last else "")
+                 "interrupted epoch and ends exactly as an uninterrupted run would:\n  python "
+                 f"train.py ckpt_path={last} hydra.run.dir={trainer.default_root_dir}"
+                 if last else "")
         print(
             f"Training stopped by {what} in epoch {trainer.current_epoch} (step "
             f"{trainer.global_step}). Saved the current state to {self.ckpt_path}.{exact}",
