@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_mlp.errors import UserError
@@ -75,32 +75,31 @@ class StopOnNonFiniteLoss(Callback):
         )
 
 
-class CheckpointOnInterrupt(OnExceptionCheckpoint):
-    """Lightning's ``OnExceptionCheckpoint``, for Ctrl-C and SIGTERM only, with a resume hint.
+class CheckpointOnInterrupt(Callback):
+    """Saves ``<dirpath>/<filename>.ckpt`` on Ctrl-C or SIGTERM and prints how to resume.
 
-    After a crash or a non-finite loss the weights are not worth resuming from, so those are not
-    saved. ``last.ckpt`` (ModelCheckpoint) stays the end of the last full epoch: resuming from it
-    gives exactly the result of an uninterrupted run; this file holds the state at the signal.
+    Like Lightning's ``OnExceptionCheckpoint``, but only for interrupts (after a crash or a
+    non-finite loss the weights are not worth resuming from), and not a ``Checkpoint`` subclass:
+    a second one would make ``test(ckpt_path="best")`` ambiguous.
     """
 
     def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
-        super().__init__(dirpath, filename)
+        self.ckpt_path = os.path.join(dirpath, f"{filename}.ckpt")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception:
                      BaseException) -> None:
         if not is_interrupt(exception):
             return
-        super().on_exception(trainer)
+        trainer.save_checkpoint(self.ckpt_path)
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
         last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
         # Same output folder: ModelCheckpoint then keeps its best-so-far score across the resume.
-        exact = (f" {last} holds the end of the last full epoch; resuming from it repeats the "
-                 "interrupted epoch and ends exactly as an uninterrupted run would:\n  python "
-                 f"train.py ckpt_path={last} hydra.run.dir={trainer.default_root_dir}"
-                 if last else "")
+        hint = (f" {last} is the last checkpoint ModelCheckpoint saved at an epoch end. Resume "
+                f"with:\n  python train.py ckpt_path={self.ckpt_path} "
+                f"hydra.run.dir={trainer.default_root_dir}" if last else "")
         print(
             f"Training stopped by {what} in epoch {trainer.current_epoch} (step "
-            f"{trainer.global_step}). Saved the current state to {self.ckpt_path}.{exact}",
+            f"{trainer.global_step}). Saved the current state to {self.ckpt_path}.{hint}",
             file=sys.stderr, flush=True,
         )
 
