@@ -53,7 +53,8 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = len(self.y)
-        per_rank = n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+        per_rank = (n // self.world_size if self.shuffle
+                    else len(range(self.rank, n, self.world_size)))
         return -(-per_rank // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -69,7 +70,7 @@ class TensorBatches:
 
 
 class MnistDataModule(L.LightningDataModule):
-    """The official MNIST split: train minus a fixed validation carve-out, and the 10,000 test images."""
+    """Official MNIST split: train minus a fixed validation carve-out; the 10,000 test images."""
 
     def __init__(
         self,
@@ -117,7 +118,7 @@ class MnistDataModule(L.LightningDataModule):
         return x, ds.targets
 
     def setup(self, stage: str | None = None) -> None:
-        """Decode and split once: Lightning calls this again before ``test``, the split must not move."""
+        """Decode and split once: Lightning calls this again before ``test``; the split stays."""
         if self.tensors:
             return
         if self.raw_dir is None:  # other ranks / nodes: verify what rank 0 fetched

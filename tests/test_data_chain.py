@@ -30,7 +30,7 @@ def test_verified_local_files_are_used_as_they_are(tmp_path):
 
 
 def test_checksum_mismatch_stops_with_file_named_and_file_untouched(tmp_path):
-    md5s = write_synthetic_mnist(tmp_path)
+    write_synthetic_mnist(tmp_path)
     raw = fetch.raw_dir(tmp_path)
     before = _snapshot(raw)
     with pytest.raises(UserError) as err:
@@ -103,8 +103,8 @@ def test_a_source_whose_files_fail_the_checksum_lands_nothing(tmp_path, monkeypa
 
 def _csv(images: np.ndarray, labels: np.ndarray) -> bytes:
     header = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29))
-    rows = [",".join(map(str, [int(lab), *img.ravel().tolist()])) for img, lab in zip(images, labels,
-                                                                                        strict=True)]
+    pairs = zip(images, labels, strict=True)
+    rows = [",".join(map(str, [int(lab), *img.ravel().tolist()])) for img, lab in pairs]
     return ("\n".join([header, *rows]) + "\n").encode()
 
 
