@@ -1,4 +1,4 @@
-"""Train the HW9 MNIST MLP: ``python train.py [key=value ...]``, ``python train.py -m ...`` to sweep."""
+"""Train the HW9 MNIST MLP: ``python train.py [key=value ...]``; ``-m`` sweeps."""
 
 from __future__ import annotations
 

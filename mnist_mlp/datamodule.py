@@ -53,7 +53,8 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = len(self.y)
-        per_rank = n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+        per_rank = (n // self.world_size if self.shuffle
+                    else len(range(self.rank, n, self.world_size)))
         return -(-per_rank // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -69,7 +70,7 @@ class TensorBatches:
 
 
 class MnistDataModule(L.LightningDataModule):
-    """The official MNIST split: train minus a fixed validation carve-out, and the 10,000 test images."""
+    """Official MNIST split: train minus a fixed validation carve-out; the 10,000 test images."""
 
     def __init__(
         self,
@@ -101,6 +102,9 @@ class MnistDataModule(L.LightningDataModule):
         """Fetch and verify the files (once per node); a no-op once they are verified here."""
         if self.raw_dir is None:
             self.raw_dir = fetch.ensure_mnist(self.data_dir, self.sources, self.md5)
+            # Checked here, on the label file's header, so a bad val_size stops before fit.
+            labels = self.raw_dir / fetch.FILES["train_labels"][0]
+            self._check_val_size(int.from_bytes(labels.read_bytes()[4:8], "big"))
 
     def checksums(self) -> dict[str, str]:
         self.prepare_data()
@@ -114,17 +118,13 @@ class MnistDataModule(L.LightningDataModule):
         return x, ds.targets
 
     def setup(self, stage: str | None = None) -> None:
-        """Decode and split once: Lightning calls this again before ``test``, the split must not move."""
+        """Decode and split once: Lightning calls this again before ``test``; the split stays."""
         if self.tensors:
             return
         if self.raw_dir is None:  # other ranks / nodes: verify what rank 0 fetched
             self.raw_dir = fetch.ensure_mnist(self.data_dir, ("local",), self.md5)
         x, y = self._load(train=True)
-        if not 0 < self.val_size < len(y):
-            raise UserError(
-                f"data.val_size={self.val_size} must be between 1 and {len(y) - 1}: the validation "
-                f"split is carved from the {len(y)} training images in {self.raw_dir}."
-            )
+        self._check_val_size(len(y))
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size].sort().values, order[self.val_size :].sort().values
         self.tensors = {
@@ -132,6 +132,14 @@ class MnistDataModule(L.LightningDataModule):
             "val": (x[val], y[val]),
             "test": self._load(train=False),
         }
+
+    def _check_val_size(self, n_train: int) -> None:
+        if not 0 < self.val_size < n_train:
+            raise UserError(
+                f"data.val_size={self.val_size} must be between 1 and {n_train - 1}: the "
+                f"validation split is carved from the {n_train} training images in "
+                f"{self.raw_dir}. Set data.val_size to a smaller number and run again."
+            )
 
     def _device_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in self._on_device:

@@ -20,8 +20,8 @@ IMAGE_SHAPE = (28, 28)
 
 def _fail(path: Path, problem: str) -> UserError:
     return UserError(
-        f"MNIST file {path} {problem}. Delete or replace that file with the original MNIST IDX file "
-        "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+        f"MNIST file {path} {problem}. Delete or replace that file with the original MNIST IDX "
+        "file (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
         "t10k-labels-idx1-ubyte, optionally .gz) and run again."
     )
 
@@ -63,7 +63,8 @@ def parse(data: bytes, path: Path, ndim: int) -> np.ndarray:
 def write(path: Path, array: np.ndarray) -> None:
     """Write a uint8 array as an uncompressed IDX file."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">HBB", 0, UBYTE, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">HBB", 0, UBYTE, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(header + array.tobytes())
 
 
@@ -71,11 +72,14 @@ def csv_to_arrays(text: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N×28×28) and labels (N) from MNIST CSV: a header row, then label and 784 pixels."""
     body = text.split(b"\n", 1)[1] if text[:1].isalpha() else text
     try:
-        table = np.loadtxt(body.decode("ascii").splitlines(), delimiter=",", dtype=np.int64, ndmin=2)
+        table = np.loadtxt(body.decode("ascii").splitlines(), delimiter=",", dtype=np.int64,
+                           ndmin=2)
     except ValueError as err:
         raise UserError(f"{source} is not MNIST CSV ({err}).") from None
     if table.shape[1] != 1 + 28 * 28:
-        raise UserError(f"{source} has {table.shape[1]} columns, expected 785 (label + 784 pixels).")
+        raise UserError(
+            f"{source} has {table.shape[1]} columns, expected 785 (label + 784 pixels)."
+        )
     if table.min() < 0 or table.max() > 255 or table[:, 0].max() > 9:
         raise UserError(f"{source} holds values outside 0-255 or labels outside 0-9.")
     images = table[:, 1:].astype(np.uint8).reshape(-1, *IMAGE_SHAPE)

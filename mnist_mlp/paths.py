@@ -20,7 +20,7 @@ def repo_root() -> Path:
 
 
 def default_tracking_uri() -> str:
-    """SQLite store at ``<root>/mlruns/mlflow.db``: MLflow 3.x refuses a bare ``./mlruns`` file store."""
+    """SQLite store at ``<root>/mlruns/mlflow.db``: MLflow 3.x refuses a bare ``./mlruns`` store."""
     return f"sqlite:///{repo_root() / 'mlruns' / 'mlflow.db'}"
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
 
-from mnist_mlp import report, tracking
+from mnist_mlp import faults, report, tracking, validation
 from mnist_mlp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,14 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Traine
 def run_cli(cfg: DictConfig) -> float | None:
     """``run`` for the command line: user errors become one paragraph on stderr and exit 2."""
     try:
-        OmegaConf.resolve(cfg)
+        validation.check(cfg)  # before any data is read or any MLflow run is created
         results = run(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:  # Lightning saved what on_exception callbacks save, then raised
+        sys.exit(faults.SIGTERM_EXIT)
+    except KeyboardInterrupt:  # Ctrl-C outside fit (Lightning handles it inside, exit 1)
+        print("Interrupted (Ctrl-C).", file=sys.stderr)
+        sys.exit(130)
     return results.get(cfg.optimized_metric)

@@ -19,7 +19,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def synthetic_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Digits as bright 7x7 blocks at a class-specific place over noise: learnable in a few steps."""
+    """Digits as bright 7x7 blocks at a class-specific place over noise: learnt in a few steps."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, size=n).astype(np.uint8)
     images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)

@@ -103,8 +103,8 @@ def test_a_source_whose_files_fail_the_checksum_lands_nothing(tmp_path, monkeypa
 
 def _csv(images: np.ndarray, labels: np.ndarray) -> bytes:
     header = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29))
-    rows = [",".join(map(str, [int(lab), *img.ravel().tolist()])) for img, lab in zip(images, labels,
-                                                                                        strict=True)]
+    pairs = zip(images, labels, strict=True)
+    rows = [",".join(map(str, [int(lab), *img.ravel().tolist()])) for img, lab in pairs]
     return ("\n".join([header, *rows]) + "\n").encode()
 
 

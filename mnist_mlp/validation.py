@@ -1,0 +1,192 @@
+"""Config checks that run before any work: no data read, no MLflow run created, no trace shown.
+
+Hydra already refuses unknown keys (``model.lrr=1``) and unknown group options; what it cannot know
+is the range of a value. OmegaConf structured configs would check types only, print several lines
+of internals (``object_type=...``) and, as a schema over every group, refuse the keys other options
+add; so the checks below are a table of key, type and allowed range, each failure one paragraph.
+Keys absent from the composed config (another group option) are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra._internal.utils import _locate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mnist_mlp.errors import UserError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A key, the type its value must have, and the range the value must lie in (as words)."""
+
+    key: str
+    kind: type
+    ok: Callable[[Any], bool]
+    allowed: str
+
+
+def _int(key: str, low: int, allowed: str = "") -> Rule:
+    return Rule(key, int, lambda v: v >= low, allowed or f"an integer >= {low}")
+
+
+def _positive(key: str) -> Rule:
+    return Rule(key, float, lambda v: 0 < v < math.inf, "a finite number > 0")
+
+
+def _fraction(key: str) -> Rule:
+    return Rule(key, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+RULES: tuple[Rule, ...] = (
+    _int("seed", 0),
+    _positive("model.lr"),
+    _int("model.num_classes", 2),
+    _int("model.net.in_features", 1),
+    _int("model.net.hidden1", 1),
+    _int("model.net.hidden2", 1),
+    _int("model.net.hidden3", 1),
+    _fraction("model.net.dropout1"),
+    _fraction("model.net.dropout2"),
+    _fraction("model.net.dropout3"),
+    _positive("model.net.bn_eps"),
+    Rule("model.net.bn_momentum", float, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    Rule("model.optimizer.momentum", float, lambda v: v >= 0, "a number >= 0"),
+    Rule("model.optimizer.weight_decay", float, lambda v: v >= 0, "a number >= 0"),
+    _int("data.batch_size", 1),
+    _int("data.eval_batch_size", 1),
+    _int("data.val_size", 1, "an integer >= 1 and smaller than the training set"),
+    _int("data.split_seed", 0),
+    _int("data.shuffle_seed", 0),
+    _positive("data.std"),
+    Rule("data.mean", float, math.isfinite, "a finite number"),
+    Rule("trainer.max_epochs", int, lambda v: v >= 1 or v == -1, "an integer >= 1 (-1: no limit)"),
+    Rule("test_ckpt", str, lambda v: v in ("best", "last"), "best or last"),
+)
+
+
+def _type_ok(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):  # bool is an int to Python, never a size or a rate here
+        return False
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+def _refuse(key: str, value: Any, allowed: str, why: str = "") -> UserError:
+    return UserError(
+        f"{key}={value!r} is not allowed: it must be {allowed}{why}. Change it in conf/ or on the "
+        f"command line (python train.py {key}=...) and run again."
+    )
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Every key of ``RULES`` present in ``cfg`` has the right type and lies in its range."""
+    for rule in RULES:
+        value = OmegaConf.select(cfg, rule.key, default=None)
+        if value is None:
+            continue
+        if not (_type_ok(value, rule.kind) and rule.ok(value)):
+            raise _refuse(rule.key, value, rule.allowed)
+
+
+def _targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(key, target) of every ``_target_`` in the tree."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, DictConfig):
+        for k, v in node.items_ex(resolve=False):
+            key = f"{prefix}{k}"
+            if k == "_target_" and isinstance(v, str):
+                found.append((key, v))
+            found += _targets(v, key + ".")
+    elif isinstance(node, ListConfig):
+        for i, v in enumerate(node):
+            found += _targets(v, f"{prefix}{i}.")
+    return found
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Every ``_target_`` names a class or function that can be imported."""
+    for key, target in _targets(cfg):
+        try:
+            _locate(target)  # what instantiate uses; hydra.utils.get_object also logs an ERROR
+        except Exception:  # noqa: BLE001 - Hydra raises ImportError or ValueError
+            raise _refuse(key, target, "an importable class or function, e.g. torch.optim.SGD",
+                          ", and this one cannot be imported") from None
+
+
+def resolve(cfg: DictConfig) -> None:
+    """``OmegaConf.resolve`` with a broken interpolation reported as a user error."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "a config value"
+        raise UserError(
+            f"{key} cannot be resolved: {str(err).splitlines()[0]}. Fix the ${{...}} reference in "
+            "conf/ or on the command line and run again."
+        ) from None
+
+
+def _load_checkpoint(path: Path) -> dict:
+    where = f"ckpt_path={path}"
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise UserError(
+            f"{where} {problem}. Give the checkpoint file to resume from, e.g. "
+            "outputs/<date>/<time>/checkpoints/last.ckpt, or leave ckpt_path=null to start afresh."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds on a foreign or broken file
+        ckpt, reason = None, f"torch.load fails with {type(err).__name__}"
+    else:
+        reason = "it holds no state_dict and hyper_parameters"
+    if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
+        raise UserError(
+            f"{where} is not a checkpoint written by train.py ({reason}). The file was left as it "
+            "is; give a .ckpt from outputs/<date>/<time>/checkpoints/, or ckpt_path=null."
+        )
+    return ckpt
+
+
+def check_ckpt_path(cfg: DictConfig) -> None:
+    """A resume checkpoint exists, loads safely and was trained with the configured network.
+
+    Lightning would load a foreign ``state_dict`` with a size-mismatch trace, or an optimizer state
+    into another optimizer; comparing the saved hyperparameters names the keys instead.
+    """
+    if cfg.get("ckpt_path") is None:
+        return
+    path = Path(str(cfg.ckpt_path)).expanduser()
+    saved = _load_checkpoint(path)["hyper_parameters"]
+    net = OmegaConf.to_container(cfg.model.net, resolve=True) if "net" in cfg.model else None
+    have = {"model.net": saved.get("net"), "model.optimizer._target_": None}
+    have["model.optimizer._target_"] = (saved.get("optimizer") or {}).get("_target_")
+    want = {"model.net": net,
+            "model.optimizer._target_": OmegaConf.select(cfg, "model.optimizer._target_")}
+    fixes = []
+    for key in have:
+        if isinstance(have[key], dict) and isinstance(want[key], dict):
+            fixes += [f"{key}.{k}={have[key].get(k)}" for k in sorted(have[key].keys() |
+                      want[key].keys()) if have[key].get(k) != want[key].get(k)]
+        elif have[key] != want[key]:
+            fixes.append(f"{key}={have[key]}")
+    if fixes:
+        raise UserError(
+            f"ckpt_path={path} was trained with another model than the config describes: it needs "
+            f"{' '.join(fixes)}. Resume with those settings (python train.py ckpt_path={path} "
+            f"{' '.join(fixes)}), or train afresh with ckpt_path=null."
+        )
+
+
+def check(cfg: DictConfig) -> None:
+    """All checks, in the order a user would fix them: references, values, targets, checkpoint."""
+    resolve(cfg)
+    check_values(cfg)
+    check_targets(cfg)
+    check_ckpt_path(cfg)
