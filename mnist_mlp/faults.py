@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_mlp.errors import UserError
@@ -64,7 +64,7 @@ class StopOnNonFiniteLoss(Callback):
         if self._bad is None or not bool(self._bad):
             return
         self._bad = None
-        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+        last = last_epoch_checkpoint(trainer)
         resume = (f" The last good checkpoint is {last}: resume from it with a lower rate "
                   f"(python train.py ckpt_path={last} model.lr=...)." if last else "")
         raise UserError(
@@ -73,6 +73,14 @@ class StopOnNonFiniteLoss(Callback):
             "usually means model.lr is too high for the optimizer; lower model.lr (the reference "
             f"uses 0.1 with SGD) and run again.{resume}"
         )
+
+
+def last_epoch_checkpoint(trainer: L.Trainer) -> str:
+    """The checkpoint of the latest finished epoch (the unmonitored ``last_checkpoint`` callback)."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor is None:
+            return callback.best_model_path or callback.last_model_path or ""
+    return getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
 
 
 class CheckpointOnInterrupt(Callback):
@@ -92,7 +100,7 @@ class CheckpointOnInterrupt(Callback):
             return
         trainer.save_checkpoint(self.ckpt_path)
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
-        last = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+        last = last_epoch_checkpoint(trainer)
         # Same output folder: ModelCheckpoint then keeps its best-so-far score across the resume.
         hint = (f" {last} is the last checkpoint ModelCheckpoint saved at an epoch end. Resume "
                 f"with:\n  python train.py ckpt_path={self.ckpt_path} "

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
@@ -25,6 +26,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # else Lightning refuses the configured bar
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     if logger and trainer.fast_dev_run:  # Lightning swaps in a dummy logger: track smoke runs too
@@ -50,11 +53,9 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Traine
     """Fit, then test the configured checkpoint; returns fit and test metrics as floats."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    test_ckpt = cfg.get("test_ckpt", "best")
-    if test_ckpt == "best" and not trainer.checkpoint_callback or trainer.fast_dev_run:
-        test_ckpt = None
-    elif test_ckpt == "last":
-        test_ckpt = None
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    # "last" = the weights in memory; "best" by path, as the last-epoch checkpoint is a second one
+    test_ckpt = best if cfg.get("test_ckpt", "best") == "best" and best else None
     trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True, verbose=False)
     if trainer.is_global_zero:  # every rank holds the same synced results; one writes
         report.write_report(cfg.report_dir, model.test_results, str(model.net),
