@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp.errors import UserError
+from mnist_mlp.speed import apply_torch_settings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the test metrics and the optimised metric, as floats."""
+    apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     datamodule.prepare_data()  # a bad or missing MNIST stops here, before any run is recorded
