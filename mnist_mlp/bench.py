@@ -85,6 +85,9 @@ def compose(overrides: Iterable[str], tmp: Path) -> Any:
         f"trainer.default_root_dir={tmp}",
         f"report_dir={tmp}/report",
     ]
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # a caller (a test) may have left one initialised
     with initialize_config_dir(str(repo_root() / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=[*paths, *overrides])
 
