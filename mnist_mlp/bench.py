@@ -43,13 +43,19 @@ TRAIN_SAMPLES_NOTE = "samples/s counts training images only; the time includes v
 
 @dataclass
 class Timings:
-    """Seconds per epoch of each path, warm-up epochs dropped later; peak device memory in bytes."""
+    """Wall and CPU seconds per epoch of each path (warm-up dropped later); peak device bytes.
+
+    CPU seconds of this process barely move with other processes' load, where wall seconds do:
+    on a shared machine their ratio is the steadier figure of overhead.
+    """
 
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    cpu_seconds: dict[str, list[float]] = field(default_factory=dict)
     peak_bytes: dict[str, int] = field(default_factory=dict)
 
-    def add(self, path: str, seconds: float, peak: int = 0) -> None:
+    def add(self, path: str, seconds: float, cpu: float, peak: int = 0) -> None:
         self.seconds.setdefault(path, []).append(seconds)
+        self.cpu_seconds.setdefault(path, []).append(cpu)
         self.peak_bytes[path] = max(self.peak_bytes.get(path, 0), peak)
 
 
@@ -58,17 +64,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(device: torch.device, fn: Callable[[], None]) -> tuple[float, int]:
-    """Wall seconds of ``fn`` (device work included) and the device's peak allocation during it."""
+def _timed(device: torch.device, fn: Callable[[], None]) -> tuple[float, float, int]:
+    """Wall and CPU seconds of ``fn`` (device work included), the device's peak allocation."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return seconds, peak
+    return seconds, cpu, peak
 
 
 def compose(overrides: Iterable[str], tmp: Path) -> Any:
@@ -207,12 +213,14 @@ def _epoch_clock(timings: Timings, device: torch.device, between: Callable[[], N
 
     class EpochClock(L.Callback):
         start: float | None = None
+        cpu: float = 0.0
 
         def _stop(self) -> None:
             if self.start is not None:
                 _sync(device)
                 peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-                timings.add("a", time.perf_counter() - self.start, peak)
+                timings.add("a", time.perf_counter() - self.start,
+                            time.process_time() - self.cpu, peak)
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             self._stop()
@@ -221,7 +229,7 @@ def _epoch_clock(timings: Timings, device: torch.device, between: Callable[[], N
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             self._stop()
@@ -274,7 +282,7 @@ def bench_device(device: torch.device, args: argparse.Namespace, tmp: Path) -> d
     between()  # the last round of (b) and (c)
     fit_wall = time.perf_counter() - start
     what: list[str] = []
-    test_s, test_peak = _timed(
+    test_s, _, test_peak = _timed(
         device, lambda: what.append(test_and_report(cfg, datamodule, model, trainer)))
     return {"device": str(device), "threads": threads, "timings": timings, "fit_wall_s": fit_wall,
             "test_s": test_s, "test_what": what[0], "test_peak": test_peak,
@@ -323,12 +331,16 @@ def summarise(result: dict[str, Any], warmup: int) -> dict[str, Any]:
         if not kept:
             continue
         median = statistics.median(kept)
+        cpu = statistics.median(result["timings"].cpu_seconds[name][warmup:])
         out[name] = {"s_per_epoch": median, "min": kept[0], "max": kept[-1], "n": len(kept),
+                     "cpu_s_per_epoch": cpu,
                      "samples_per_s": result["train_samples"] / median,
                      "peak_mb": result["timings"].peak_bytes.get(name, 0) / 2**20}
     base = out.get(f"b{result['threads'][0]}")
     for row in out.values():
         row["ratio_to_b"] = row["s_per_epoch"] / base["s_per_epoch"] if base else float("nan")
+        row["cpu_ratio_to_b"] = (row["cpu_s_per_epoch"] / base["cpu_s_per_epoch"]
+                                 if base else float("nan"))
     return out
 
 
@@ -339,12 +351,13 @@ LABELS = {"a": "(a) project: Trainer+DataModule+callbacks+MLflow",
 def print_table(device: str, result: dict[str, Any], rows: dict[str, Any]) -> None:
     print(f"\n== {device}: {TRAIN_SAMPLES_NOTE}")
     print(f"{'path':52s} {'s/epoch':>8s} {'min-max':>13s} {'x bare':>7s} {'samples/s':>10s}"
-          f" {'peak MB':>8s}")
+          f" {'CPU s':>7s} {'x bare':>7s} {'peak MB':>8s}")
     for name, row in rows.items():
         label = LABELS.get(name, f"(b) bare PyTorch loop, {name[1:]} thread(s)")
         peak = f"{row['peak_mb']:8.0f}" if row["peak_mb"] else "       -"
         print(f"{label:52s} {row['s_per_epoch']:8.3f} {row['min']:6.2f}-{row['max']:<6.2f}"
-              f" {row['ratio_to_b']:7.2f} {row['samples_per_s']:10.0f} {peak}")
+              f" {row['ratio_to_b']:7.2f} {row['samples_per_s']:10.0f}"
+              f" {row['cpu_s_per_epoch']:7.3f} {row['cpu_ratio_to_b']:7.2f} {peak}")
     print(f"test evaluation ({result['test_what']}): {result['test_s']:.2f} s")
 
 
@@ -388,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             print_table(str(device), result, rows)
             report[str(device)] = {"paths": rows, "test_s": result["test_s"],
                                    "test_what": result["test_what"], "threads": result["threads"],
-                                   "raw": result["timings"].seconds}
+                                   "raw": result["timings"].seconds,
+                                   "raw_cpu": result["timings"].cpu_seconds}
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS of this benchmark process (all paths, data loaded twice): {rss:.0f} MB")
         if args.process_epochs:
