@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_mlp.metrics import TestMetrics, TestResults
+
 
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
@@ -45,8 +47,8 @@ class MnistLitModule(L.LightningModule):
         self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_loss = MeanMetric()
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_metrics = TestMetrics(num_classes)  # names: see mnist_mlp.metrics
+        self.test_results: TestResults | None = None  # set at the end of each test epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)
@@ -73,13 +75,16 @@ class MnistLitModule(L.LightningModule):
         self._log_epoch("val", self.val_loss, self.val_acc)
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        x, y = batch[0], batch[1]
-        logits = self(x)
-        self.test_loss.update(F.cross_entropy(logits, y, reduction="mean"), weight=len(y))
-        self.test_acc.update(logits, y)
+        x, y, index = batch
+        self.test_metrics.update(self(x), y, index)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test", self.test_loss, self.test_acc)
+        # Computed (and synced across DDP ranks) once; every rank logs the same numbers.
+        try:
+            self.test_results = self.test_metrics.compute()
+        finally:
+            self.test_metrics.reset()
+        self.log_dict(self.test_results.scalars(), sync_dist=False)
 
     def _log_epoch(self, stage: str, loss: MeanMetric, acc: MulticlassAccuracy) -> None:
         # compute() syncs across DDP ranks; sanity-check values are reset with the metrics.

@@ -13,6 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp import report
 from mnist_mlp.errors import UserError
 from mnist_mlp.speed import apply_torch_settings
 
@@ -31,6 +32,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the test metrics and the optimised metric, as floats."""
+    report.check_digits(cfg.get("report_digits", 4))  # a typo must not cost a training run
     apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
@@ -42,7 +44,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         test_ckpt = None
     elif test_ckpt == "last":
         test_ckpt = None
-    trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
+    trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True, verbose=False)
+    if trainer.is_global_zero:  # every rank holds the same synced results; one writes
+        report.write_report(cfg.report_dir, model.test_results, str(model.net),
+                            report.train_hyperparameters(cfg), cfg.get("report_digits", 4))
     results = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     log.info("Test loss %.4f, accuracy %.4f", results["test/loss"], results["test/acc"])
     print(f"Test set: average loss {results['test/loss']:.4f}, accuracy {results['test/acc']:.4f}")

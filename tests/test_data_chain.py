@@ -30,7 +30,7 @@ def test_verified_local_files_are_used_as_they_are(tmp_path):
 
 
 def test_checksum_mismatch_stops_with_file_named_and_file_untouched(tmp_path):
-    md5s = write_synthetic_mnist(tmp_path)
+    write_synthetic_mnist(tmp_path)
     raw = fetch.raw_dir(tmp_path)
     before = _snapshot(raw)
     with pytest.raises(UserError) as err:
