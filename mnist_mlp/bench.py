@@ -84,13 +84,13 @@ def compose(overrides: Iterable[str], tmp: Path) -> Any:
 
     import mnist_mlp  # noqa: F401  (registers the ${repo_root:} resolvers)
 
-    paths = [
-        f"logger.tracking_uri=sqlite:///{tmp}/mlruns/mlflow.db",
-        f"logger.artifact_location={tmp}/mlruns/artifacts",
-        f"callbacks.model_checkpoint.dirpath={tmp}/checkpoints",
-        f"trainer.default_root_dir={tmp}",
-        f"report_dir={tmp}/report",
-    ]
+    overrides = list(overrides)
+    paths = [f"trainer.default_root_dir={tmp}", f"report_dir={tmp}/report"]
+    if "~logger" not in overrides:  # ~logger: the Trainer without MLflow
+        paths += [f"logger.tracking_uri=sqlite:///{tmp}/mlruns/mlflow.db",
+                  f"logger.artifact_location={tmp}/mlruns/artifacts"]
+    if not any(o.startswith("callbacks.model_checkpoint=") for o in overrides):
+        paths.append(f"callbacks.model_checkpoint.dirpath={tmp}/checkpoints")
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()  # a caller (a test) may have left one initialised
@@ -241,7 +241,8 @@ def test_and_report(cfg: Any, datamodule: Any, model: Any, trainer: Any) -> str:
     """What ``runner.run`` does after ``fit``: test the best checkpoint, write the report files."""
     from mnist_mlp import report
 
-    trainer.test(model, datamodule=datamodule, ckpt_path="best", weights_only=True, verbose=False)
+    ckpt = "best" if trainer.checkpoint_callback else None  # as the runner: no checkpoint, last
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
     report.write_report(cfg.report_dir, model.test_results, str(model.net),
                         report.train_hyperparameters(cfg), cfg.get("report_digits", 4))
     return "trainer.test + report files"
