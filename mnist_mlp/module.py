@@ -34,18 +34,22 @@ class MnistLitModule(L.LightningModule):
         scheduler: dict | None = None,
         num_classes: int = 10,
         compile: bool = False,
+        train_metrics: bool = True,
     ) -> None:
         super().__init__()
         # logger=False: the tracking glue logs the whole resolved Hydra config with dotted keys.
         self.save_hyperparameters(
             {"net": _plain(net), "optimizer": _plain(optimizer), "lr": lr,
-             "scheduler": _plain(scheduler), "num_classes": num_classes, "compile": compile},
+             "scheduler": _plain(scheduler), "num_classes": num_classes, "compile": compile,
+             "train_metrics": train_metrics},
             logger=False,
         )
         self.net = instantiate(self.hparams.net)
         self._forward = torch.compile(self.net) if compile else self.net
-        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Training metrics are updated every step: no NaN check (a host sync per step on a GPU)
+        # and no argument validation (float logits skip it anyway). See README "Speed".
+        self.train_loss, self.val_loss = MeanMetric(nan_strategy="disable"), MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_metrics = TestMetrics(num_classes)  # names: see mnist_mlp.metrics
         self.test_results: TestResults | None = None  # set at the end of each test epoch
@@ -57,13 +61,15 @@ class MnistLitModule(L.LightningModule):
         x, y = batch[0], batch[1]
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        # Accumulate on the device; values are read once per epoch (no host sync per step).
-        self.train_loss.update(loss.detach(), weight=len(y))
-        self.train_acc.update(logits.detach(), y)
+        if self.hparams.get("train_metrics", True):
+            # Accumulate on the device; values are read once per epoch (no host sync per step).
+            self.train_loss.update(loss.detach(), weight=len(y))
+            self.train_acc.update(logits.detach(), y)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train", self.train_loss, self.train_acc)
+        if self.hparams.get("train_metrics", True):
+            self._log_epoch("train", self.train_loss, self.train_acc)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x, y = batch[0], batch[1]

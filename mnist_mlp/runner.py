@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from mnist_mlp import faults, report, tracking, validation
 from mnist_mlp.errors import UserError
+from mnist_mlp.speed import apply_torch_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the test metrics and the optimised metric, as floats."""
     report.check_digits(cfg.get("report_digits", 4))  # a typo must not cost a training run
+    apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     datamodule.prepare_data()  # a bad or missing MNIST stops here, before any run is recorded

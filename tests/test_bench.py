@@ -1,0 +1,43 @@
+"""The benchmark runs end to end (one tiny epoch per path, synthetic MNIST); no timing asserted.
+
+Speed targets live in ``python -m mnist_mlp.bench``'s printed figures, not in unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from conftest import data_overrides
+
+from mnist_mlp import bench
+from mnist_mlp.datamodule import MnistDataModule
+
+
+def test_bench_runs_every_path_and_writes_figures(synthetic_mnist, tmp_path, capsys):
+    data_dir, md5s = synthetic_mnist
+    threads = torch.get_num_threads()
+    out = tmp_path / "bench"
+    code = bench.main(["--epochs", "1", "--warmup", "1", "--threads", "1", "--devices", "cpu",
+                       "--process-epochs", "0", "--out", str(out), *data_overrides(data_dir, md5s),
+                       "data.batch_size=50", "trainer.enable_progress_bar=false",
+                       "callbacks.progress_bar=null"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for expected in ("(a) project", "(b) bare", "(c) torchvision", "test evaluation"):
+        assert expected in printed
+    figures = json.loads(next(out.glob("bench-*.json")).read_text())
+    paths = figures["cpu"]["paths"]
+    assert {"a", "b1", "c"} <= set(paths)
+    assert all(p["s_per_epoch"] > 0 and p["n"] == 1 for p in paths.values())
+    torch.set_num_threads(threads)  # the bench applies the config's thread count process-wide
+
+
+def test_normalise_in_place_equals_the_formula(synthetic_mnist):
+    data_dir, md5s = synthetic_mnist
+    dm = MnistDataModule(str(data_dir), val_size=100, sources=("local",), md5=md5s)
+    dm.prepare_data()
+    dm.setup()
+    images, _ = dm._load(train=False)
+    expected = ((images.to(torch.float32) / 255.0 - dm.mean) / dm.std).flatten(1)
+    assert torch.equal(dm.tensors["test"][0], expected)
