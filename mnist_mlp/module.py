@@ -96,7 +96,7 @@ class MnistLitModule(L.LightningModule):
         # compute() syncs across DDP ranks; sanity-check values are reset with the metrics.
         self.log_dict(
             {f"{stage}/loss": loss.compute(), f"{stage}/acc": acc.compute()},
-            prog_bar=stage != "test",
+            prog_bar=True,
             sync_dist=False,
         )
         loss.reset()

@@ -63,12 +63,13 @@ def test_model_and_optimizer_are_built_from_targets():
     assert opt["lr_scheduler"]["scheduler"].T_max == cfg.trainer.max_epochs
 
 
-def test_default_optimizer_is_plain_sgd_at_model_lr():
+def test_default_optimizer_is_sgd_with_momentum_at_model_lr():
     import torch
 
     module = instantiate(_compose(["model.lr=0.05"]).model, _convert_="all")
     opt = module.configure_optimizers()
     assert type(opt) is torch.optim.SGD and opt.param_groups[0]["lr"] == 0.05
+    assert opt.param_groups[0]["momentum"] == 0.9
 
 
 def test_network_sizes_are_config_keys():
