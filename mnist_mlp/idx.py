@@ -72,7 +72,7 @@ def csv_to_arrays(text: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N×28×28) and labels (N) from MNIST CSV: a header row, then label and 784 pixels."""
     body = text.split(b"\n", 1)[1] if text[:1].isalpha() else text
     try:
-        table = np.loadtxt(body.decode("ascii").splitlines(), delimiter=",", dtype=np.int64,
+        table = np.loadtxt(body.decode("ascii").splitlines(), delimiter=",", dtype=np.int16,
                            ndmin=2)
     except ValueError as err:
         raise UserError(f"{source} is not MNIST CSV ({err}).") from None

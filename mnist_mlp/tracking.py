@@ -167,6 +167,12 @@ def job_run_name(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
     return ",".join(f"{n}={values[k]}" for n, k in zip(names, keys, strict=True)) or "job"
 
 
+def single_run_name(overrides: Sequence[str], output_dir_name: str) -> str:
+    """``lr=0.05,max_epochs=2 19-08-43``: what was changed from the defaults, and when it started."""
+    changed = job_run_name(overrides, []) if overrides else "defaults"
+    return f"{changed} {output_dir_name[:8]}"
+
+
 def _hydra() -> Any | None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -252,6 +258,9 @@ class TrackedRun:
             return tags
         tags["hydra.output_dir"] = str(hc.runtime.output_dir)
         if hc.mode != RunMode.MULTIRUN:
+            # MLflow's random names repeat here: seed_everything seeds the generator they come from.
+            tags.setdefault(RUN_NAME_TAG, single_run_name(list(hc.overrides.task),
+                                                          Path(hc.runtime.output_dir).name))
             return tags
         sweep_dir = str(hc.sweep.dir)
         tags.update({SWEEP_DIR_TAG: sweep_dir, SWEEP_JOB_TAG: str(hc.job.num)})

@@ -102,6 +102,8 @@ def test_params_are_the_resolved_config_with_dotted_keys_overrides_included():
 def test_sweep_jobs_are_named_by_their_swept_values():
     keys = tracking.swept_keys(["model.lr=0.01,0.1", "seed=1,2", "trainer.max_epochs=2"])
     assert keys == ["model.lr", "seed"]
+    assert tracking.single_run_name([], "19-08-43-352778") == "defaults 19-08-43"
+    assert tracking.single_run_name(["model.lr=0.05"], "19-08-43-352778") == "lr=0.05 19-08-43"
     name = tracking.job_run_name(["model.lr=0.01", "seed=1", "trainer.max_epochs=2"], keys)
     assert name == "lr=0.01,seed=1"
     assert tracking.job_run_name(["model/optimizer=adam"], ["model/optimizer"]) == "optimizer=adam"
