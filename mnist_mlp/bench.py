@@ -239,12 +239,9 @@ def _epoch_clock(timings: Timings, device: torch.device, between: Callable[[], N
 
 def test_and_report(cfg: Any, datamodule: Any, model: Any, trainer: Any) -> str:
     """What ``runner.run`` does after ``fit``: test the best checkpoint, write the report files."""
-    from mnist_mlp import report
+    from mnist_mlp.runner import test_and_report as runner_test_and_report
 
-    ckpt = "best" if trainer.checkpoint_callback else None  # as the runner: no checkpoint, last
-    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False)
-    report.write_report(cfg.report_dir, model.test_results, str(model.net),
-                        report.train_hyperparameters(cfg), cfg.get("report_digits", 4))
+    runner_test_and_report(cfg, datamodule, model, trainer)
     return "trainer.test + report files"
 
 

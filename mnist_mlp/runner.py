@@ -55,6 +55,15 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Traine
     """Fit, then test the configured checkpoint; returns fit and test metrics as floats."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    test_and_report(cfg, datamodule, model, trainer)
+    results = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+    log.info("Test loss %.4f, accuracy %.4f", results["test/loss"], results["test/acc"])
+    print(f"Test set: average loss {results['test/loss']:.4f}, accuracy {results['test/acc']:.4f}")
+    return results
+
+
+def test_and_report(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer) -> None:
+    """Test the configured weights (``test_ckpt``) and write the report files into ``report_dir``."""
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     # "last" = the weights in memory; "best" by path, as the last-epoch checkpoint is a second one
     test_ckpt = best if cfg.get("test_ckpt", "best") == "best" and best else None
@@ -62,10 +71,6 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Traine
     if trainer.is_global_zero:  # every rank holds the same synced results; one writes
         report.write_report(cfg.report_dir, model.test_results, str(model.net),
                             report.train_hyperparameters(cfg), cfg.get("report_digits", 4))
-    results = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
-    log.info("Test loss %.4f, accuracy %.4f", results["test/loss"], results["test/acc"])
-    print(f"Test set: average loss {results['test/loss']:.4f}, accuracy {results['test/acc']:.4f}")
-    return results
 
 
 def run_cli(cfg: DictConfig) -> float | None:
