@@ -7,7 +7,6 @@ device) and slicing batches from it removes that cost without changing what the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -190,8 +189,3 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[val_size:].sort().values, order[:val_size].sort().values
 
-
-def default_data_dir() -> str:
-    from mnist_mlp.paths import repo_root
-
-    return os.fspath(repo_root() / "data")
