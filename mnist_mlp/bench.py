@@ -10,8 +10,10 @@ after a warm-up, one training epoch plus its validation of
       (once per ``--threads`` value);
   (c) the usual torchvision path: ``MNIST`` with ``ToTensor`` + ``Normalize`` and a ``DataLoader``;
 
-then the test evaluation (``trainer.test`` and the report files), and finally ``python train.py`` as
-a whole process for the fixed cost and the peak RSS.
+then the test evaluation (``trainer.test`` and the report files); then the profile of where (a)'s
+time goes (``mnist_mlp.overhead``: one layer of the default configuration added at a time to a
+bare ``Trainer``, each step paired with a bare step); and finally ``python train.py`` as a whole
+process, for the fixed cost phase by phase (as the run logged it to MLflow) and the peak RSS.
 (b) and (c) run inside (a)'s fit, between its epochs (outside its clock), which is what makes the
 three alternate: a load change on a shared machine hits all three alike.
 """
@@ -36,6 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mnist_mlp import overhead
 from mnist_mlp.paths import repo_root
 
 TRAIN_SAMPLES_NOTE = "samples/s counts training images only; the time includes validation"
@@ -282,14 +285,29 @@ def bench_device(device: torch.device, args: argparse.Namespace, tmp: Path) -> d
         device, lambda: what.append(test_and_report(cfg, datamodule, model, trainer)))
     return {"device": str(device), "threads": threads, "timings": timings, "fit_wall_s": fit_wall,
             "test_s": test_s, "test_what": what[0], "test_peak": test_peak,
-            "train_samples": len(datamodule.tensors["train"][1])}
+            "train_samples": len(datamodule.tensors["train"][1]),
+            "data_mb": sum(t.numel() * t.element_size() for pair in datamodule.tensors.values()
+                           for t in pair) / 2**20}
 
 
-def process_run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    """``python train.py`` for ``--process-epochs`` epochs: wall seconds and peak RSS (MB)."""
+def process_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """``python train.py`` for ``--process-epochs`` epochs: wall seconds, peak RSS (MB) and the
+    run's phases as it logged them to MLflow (``time/<phase>_s``).
+
+    The store is created first, outside the clock: a user's runs land in an existing store, and
+    creating one (SQLite schema migrations) is a once-per-store cost, reported on its own.
+    """
+    from mlflow import MlflowClient
+
+    from mnist_mlp.tracking import open_store
+
+    uri = f"sqlite:///{tmp}/process/mlruns/mlflow.db"
+    start = time.perf_counter()
+    _, experiment_id = open_store(uri, "mnist-mlp", f"{tmp}/process/mlruns/artifacts")
+    store_s = time.perf_counter() - start
     overrides = [
         f"trainer.max_epochs={args.process_epochs}", "trainer.accelerator=cpu",
-        f"logger.tracking_uri=sqlite:///{tmp}/process/mlruns/mlflow.db",
+        f"logger.tracking_uri={uri}", "logger.experiment_name=mnist-mlp",
         f"logger.artifact_location={tmp}/process/mlruns/artifacts",
         f"hydra.run.dir={tmp}/process/outputs", *args.overrides,
     ]
@@ -300,7 +318,77 @@ def process_run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     if proc.returncode != 0:
         raise SystemExit(f"train.py failed:\n{proc.stderr[-3000:]}")
     wall, max_rss_kb = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"wall_s": wall, "max_rss_mb": max_rss_kb / 1024, "epochs": args.process_epochs}
+    runs = MlflowClient(uri).search_runs([experiment_id], max_results=1)
+    phases = {k[len("time/"):-len("_s")]: v for k, v in runs[0].data.metrics.items()
+              if k.startswith("time/")} if runs else {}
+    return {"wall_s": wall, "max_rss_mb": max_rss_kb / 1024, "epochs": args.process_epochs,
+            "phases_s": phases, "new_store_s": store_s}
+
+
+_IMPORTS = """
+import json, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+out = {"python": rss()}
+for name in sys.argv[1:]:
+    __import__(name)
+    out[name] = rss()
+print(json.dumps(out))
+"""
+
+
+def import_memory() -> dict[str, float]:
+    """Resident MB after each import of a fresh interpreter, in the order train.py pays them."""
+    names = ["torch", "lightning", "hydra", "mlflow", "matplotlib.pyplot"]
+    proc = subprocess.run([sys.executable, "-c", _IMPORTS, *names], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+PHASES = {
+    "startup": "startup: interpreter, imports (torch, lightning, hydra), Hydra compose",
+    "build": "build: DataModule, LightningModule, Trainer, MLFlowLogger (imports mlflow)",
+    "data": "data: MNIST files found and MD5-verified",
+    "tracking_start": "tracking start: store opened, run created, params, tags, config files",
+    "fit": "fit",
+    "test_and_report": "test and report files (matplotlib figures)",
+    "tracking_outputs": "tracking outputs: report files, checkpoint, MLflow model",
+}
+
+
+def print_process(proc: dict[str, Any], epoch_s: float) -> None:
+    """The whole-process figures and the fixed cost phase by phase."""
+    fixed = proc["fixed_s"]
+    print(f"\npython train.py, {proc['epochs']} epoch(s) on CPU: {proc['wall_s']:.1f} s wall, "
+          f"fixed cost (wall - epochs x (a)) {fixed:.1f} s, peak RSS {proc['max_rss_mb']:.0f} MB")
+    phases = proc["phases_s"]
+    for key, label in PHASES.items():
+        if key not in phases:
+            continue
+        seconds = phases[key]
+        if key == "fit":
+            seconds -= proc["epochs"] * epoch_s
+            label = (f"fit beyond {proc['epochs']} x (a): sanity check, data decoding, "
+                     "first-epoch warm-up")
+        print(f"  {label:78s} {seconds:6.1f} s")
+    if phases:
+        rest = proc["wall_s"] - sum(phases.values())
+        print(f"  {'interpreter exit and what the phases miss':78s} {rest:6.1f} s")
+    print(f"  (once per store, not counted above: creating a new SQLite store "
+          f"{proc['new_store_s']:.1f} s)")
+    imports = proc.get("import_rss_mb") or {}
+    if imports:
+        steps, previous = [], 0.0
+        for name, mb in imports.items():
+            steps.append(f"{name} {mb - previous:+.0f}")
+            previous = mb
+        print(f"peak RSS {proc['max_rss_mb']:.0f} MB: {previous:.0f} MB are imports "
+              f"({', '.join(steps)} MB), {proc['data_mb']:.0f} MB the MNIST tensors, "
+              f"{proc['max_rss_mb'] - previous - proc['data_mb']:.0f} MB the rest "
+              "(model, optimizer, decoding temporaries, MLflow store)")
 
 
 # Runs argv[1:] from a small process and prints [wall seconds, child's max RSS in kB]. Spawning
@@ -370,6 +458,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-torchvision", action="store_true", help="skip path (c)")
     p.add_argument("--process-epochs", type=int, default=1,
                    help="epochs of the whole-process `python train.py` run (0 skips it)")
+    p.add_argument("--profile-epochs", type=int, default=2,
+                   help="epochs per layer of the overhead profile (0 skips it; default 2)")
     p.add_argument("--out", default=str(repo_root() / "bench_results"),
                    help="folder for the JSON of the figures")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for the project's config, "
@@ -391,25 +481,31 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"load_before": load, "argv": sys.argv[1:]}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        data_mb = 0.0
         for device in _devices(args.devices):
             result = bench_device(device, args, tmp)
             rows = summarise(result, args.warmup)
             print_table(str(device), result, rows)
+            data_mb = result["data_mb"]
             report[str(device)] = {"paths": rows, "test_s": result["test_s"],
                                    "test_what": result["test_what"], "threads": result["threads"],
                                    "raw": result["timings"].seconds,
                                    "raw_cpu": result["timings"].cpu_seconds}
+            if args.profile_epochs:
+                layers = overhead.profile(args.overrides, tmp / f"{device.type}-profile", device,
+                                          args.profile_epochs, result["threads"][0])
+                overhead.print_profile(str(device), layers)
+                report[str(device)]["profile"] = layers
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS of this benchmark process (all paths, data loaded twice): {rss:.0f} MB")
         if args.process_epochs:
             proc = process_run(args, tmp)
             a = report["cpu"]["paths"]["a"]["s_per_epoch"] if "cpu" in report else 0.0
             proc["fixed_s"] = proc["wall_s"] - proc["epochs"] * a
+            proc["import_rss_mb"] = import_memory()
+            proc["data_mb"] = data_mb
             report["process"] = proc
-            print(f"\npython train.py, {proc['epochs']} epoch(s) on CPU: "
-                  f"{proc['wall_s']:.1f} s wall, fixed cost (wall - epochs x (a)) "
-                  f"{proc['fixed_s']:.1f} s,"
-                  f" peak RSS {proc['max_rss_mb']:.0f} MB")
+            print_process(proc, a)
     report["load_after"] = os.getloadavg()
     print(f"load average after: {report['load_after'][0]:.2f}")
     out = Path(args.out)
