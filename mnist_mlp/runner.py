@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from mnist_mlp import faults, report, tracking, validation
 from mnist_mlp.errors import UserError
-from mnist_mlp.speed import apply_torch_settings
+from mnist_mlp.speed import PhaseClock, apply_torch_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +38,34 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the test metrics and the optimised metric, as floats."""
+    clock = PhaseClock()
     report.check_digits(cfg.get("report_digits", 4))  # a typo must not cost a training run
     apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    clock.mark("build")
     datamodule.prepare_data()  # a bad or missing MNIST stops here, before any run is recorded
+    clock.mark("data")
     # The MLflow run: store checked, params and tags logged; closed FINISHED, FAILED or KILLED.
     with tracking.tracked_run(cfg, trainer, datamodule) as tracked:
-        results = fit_and_test(cfg, datamodule, model, trainer)
+        clock.mark("tracking_start")
+        results = fit_and_test(cfg, datamodule, model, trainer, clock)
         tracked.log_outputs(cfg.get("report_dir"))
+        clock.mark("tracking_outputs")
+        log.info("Time: %s", clock.summary())
+        tracked.log_timings(clock.seconds)
     return results
 
 
 def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer,
-                 ) -> dict[str, float]:
+                 clock: PhaseClock | None = None) -> dict[str, float]:
     """Fit, then test the configured checkpoint; returns fit and test metrics as floats."""
+    clock = clock or PhaseClock()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    clock.mark("fit")
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     test_and_report(cfg, datamodule, model, trainer)
+    clock.mark("test_and_report")
     results = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     log.info("Test loss %.4f, accuracy %.4f", results["test/loss"], results["test/acc"])
     print(f"Test set: average loss {results['test/loss']:.4f}, accuracy {results['test/acc']:.4f}")

@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +314,16 @@ class TrackedRun:
                 net, name=MODEL_NAME, signature=signature, serialization_format="pickle",
                 pip_requirements=requirements, code_paths=[str(Path(__file__).parent)],
             )
+
+    def log_timings(self, seconds: Mapping[str, float]) -> None:
+        """Wall seconds per phase of the run (``mnist_mlp.speed.PhaseClock``) as ``time/<phase>_s``."""
+        if self.logger is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[
+            Metric(f"time/{phase}_s", float(s), now, 0) for phase, s in seconds.items()])
 
     def end(self, status: str) -> None:
         """Close the run as FINISHED, FAILED or KILLED; never raise over the original error."""

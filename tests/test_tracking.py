@@ -179,6 +179,14 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(
     for key in EPOCH_METRICS:
         assert len(store.get_metric_history(rid, key)) == 2, key  # one point per epoch
     assert {"test/acc", "test/loss"} <= set(run.data.metrics)
+    # where the run's time went (README "Speed"): every phase in seconds; those after the run's
+    # creation fit inside its recorded duration
+    phases = {k[5:-2]: v for k, v in run.data.metrics.items() if k.startswith("time/")}
+    assert set(phases) == {"startup", "build", "data", "tracking_start", "fit", "test_and_report",
+                           "tracking_outputs"}
+    assert all(v >= 0 for v in phases.values()) and phases["fit"] > 0
+    after_creation = phases["fit"] + phases["test_and_report"] + phases["tracking_outputs"]
+    assert after_creation <= (run.info.end_time - run.info.start_time) / 1000 + 0.5
     tags = run.data.tags
     assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
     assert {tags[f"data.md5.{k}"] for k in md5s} == set(md5s.values())
