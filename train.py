@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 import mnist_mlp  # noqa: F401  (registers the ${repo_root:} resolvers)
 from mnist_mlp.runner import run_cli
+from mnist_mlp.speed import skip_final_collection
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -15,4 +16,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        skip_final_collection()
