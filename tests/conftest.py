@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,15 @@ sys.path.insert(0, str(ROOT))
 from mnist_mlp import fetch, idx  # noqa: E402
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT, as Ctrl-C in a terminal does.
+
+    A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it, so a
+    test runner started that way would see its train.py shrug off the signal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def synthetic_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, data_overrides
+from conftest import ROOT, ctrl_c_as_in_a_terminal, data_overrides
 from faults_helpers import assert_one_paragraph, cli_overrides, compose_job, quiet, run_train
 
 from mnist_mlp import runner, validation
@@ -35,7 +35,7 @@ def test_signal_saves_checkpoints_and_exits_promptly(synthetic_mnist, tmp_path, 
         [sys.executable, str(ROOT / "train.py"), *cli_overrides(data_dir, md5s, tmp_path),
          "trainer.max_epochs=100000"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "MPLBACKEND": "Agg"},
+        env={**os.environ, "MPLBACKEND": "Agg"}, preexec_fn=ctrl_c_as_in_a_terminal,
     )
     deadline = time.monotonic() + 240
     while not (ckpts / "last.ckpt").exists() and proc.poll() is None:

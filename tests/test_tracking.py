@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, data_overrides, store_overrides
+from conftest import ROOT, ctrl_c_as_in_a_terminal, data_overrides, store_overrides
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
@@ -269,6 +269,7 @@ def test_an_interrupted_run_is_killed_with_its_epoch_metrics_kept(synthetic_mnis
         _train_cmd("trainer.max_epochs=500", *data_overrides(data_dir, md5s),
                    *store_overrides(tmp_path)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     try:
         deadline = time.monotonic() + 300
