@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +62,7 @@ class Timings:
         self.peak_bytes[path] = max(self.peak_bytes.get(path, 0), peak)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -71,10 +71,10 @@ def _timed(device: torch.device, fn: Callable[[], None]) -> tuple[float, float, 
     """Wall and CPU seconds of ``fn`` (device work included), the device's peak allocation."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _sync(device)
+    sync_device(device)
     start, cpu = time.perf_counter(), time.process_time()
     fn()
-    _sync(device)
+    sync_device(device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return seconds, cpu, peak
@@ -137,29 +137,42 @@ class BareLoop:
             torch.set_num_threads(previous)
         self.epoch += 1
 
-    def _train(self) -> None:
-        self.net.train()
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The shuffled training batches, sliced from the tensors on the device."""
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.y), generator=g).to(self.device)
-        total = torch.zeros((), device=self.device)
         for start in range(0, len(order), self.batch):
             idx = order[start : start + self.batch]
-            with precision_context(self.precision, self.device):
-                loss = F.cross_entropy(self.forward(self.x[idx]), self.y[idx])
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            total += loss.detach()
+            yield self.x[idx], self.y[idx]
+
+    def val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.vy), self.eval_batch):
+            sl = slice(start, start + self.eval_batch)
+            yield self.vx[sl], self.vy[sl]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on a batch; the loss stays on the device."""
+        with precision_context(self.precision, self.device):
+            loss = F.cross_entropy(self.forward(x), y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def _train(self) -> None:
+        self.net.train()
+        total = torch.zeros((), device=self.device)
+        for x, y in self.batches():
+            total += self.step(x, y)
         total.item()  # one host sync per epoch, as the project's epoch-level logging does
 
     @torch.no_grad()
     def _validate(self) -> None:
         self.net.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(self.vy), self.eval_batch):
-            sl = slice(start, start + self.eval_batch)
+        for x, y in self.val_batches():
             with precision_context(self.precision, self.device):
-                correct += (self.forward(self.vx[sl]).argmax(1) == self.vy[sl]).sum()
+                correct += (self.forward(x).argmax(1) == y).sum()
         correct.item()
 
 
@@ -185,28 +198,15 @@ class TorchvisionLoop(BareLoop):
         self.val_loader = DataLoader(Subset(full, val.tolist()), d.eval_batch_size,
                                      num_workers=workers, pin_memory=pin)
 
-    def _train(self) -> None:
-        self.net.train()
-        total = torch.zeros((), device=self.device)
-        for x, y in self.loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with precision_context(self.precision, self.device):
-                loss = F.cross_entropy(self.forward(x), y)
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            total += loss.detach()
-        total.item()
+    def _moved(self, loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    @torch.no_grad()
-    def _validate(self) -> None:
-        self.net.eval()
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for x, y in self.val_loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with precision_context(self.precision, self.device):
-                correct += (self.forward(x).argmax(1) == y).sum()
-        correct.item()
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._moved(self.loader)
+
+    def val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._moved(self.val_loader)
 
 
 def _epoch_clock(timings: Timings, device: torch.device, between: Callable[[], None]) -> Any:
@@ -220,7 +220,7 @@ def _epoch_clock(timings: Timings, device: torch.device, between: Callable[[], N
 
         def _stop(self) -> None:
             if self.start is not None:
-                _sync(device)
+                sync_device(device)
                 peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
                 timings.add("a", time.perf_counter() - self.start,
                             time.process_time() - self.cpu, peak)
@@ -231,7 +231,7 @@ def _epoch_clock(timings: Timings, device: torch.device, between: Callable[[], N
                 between()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            _sync(device)
+            sync_device(device)
             self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
@@ -240,17 +240,9 @@ def _epoch_clock(timings: Timings, device: torch.device, between: Callable[[], N
     return EpochClock()
 
 
-def test_and_report(cfg: Any, datamodule: Any, model: Any, trainer: Any) -> str:
-    """What ``runner.run`` does after ``fit``: test the best checkpoint, write the report files."""
-    from mnist_mlp.runner import test_and_report as runner_test_and_report
-
-    runner_test_and_report(cfg, datamodule, model, trainer)
-    return "trainer.test + report files"
-
-
 def bench_device(device: torch.device, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """(a), (b) per thread count and (c), alternating, then the test evaluation, on ``device``."""
-    from mnist_mlp.runner import build
+    from mnist_mlp.runner import build, test_and_report
     from mnist_mlp.speed import apply_torch_settings
 
     accelerator = "gpu" if device.type == "cuda" else "cpu"
@@ -280,11 +272,11 @@ def bench_device(device: torch.device, args: argparse.Namespace, tmp: Path) -> d
     trainer.fit(model, datamodule=datamodule)
     between()  # the last round of (b) and (c)
     fit_wall = time.perf_counter() - start
-    what: list[str] = []
+    # what runner.run does after fit: test the configured checkpoint, write the report files
     test_s, _, test_peak = _timed(
-        device, lambda: what.append(test_and_report(cfg, datamodule, model, trainer)))
+        device, lambda: test_and_report(cfg, datamodule, model, trainer))
     return {"device": str(device), "threads": threads, "timings": timings, "fit_wall_s": fit_wall,
-            "test_s": test_s, "test_what": what[0], "test_peak": test_peak,
+            "test_s": test_s, "test_what": "trainer.test + report files", "test_peak": test_peak,
             "train_samples": len(datamodule.tensors["train"][1]),
             "data_mb": sum(t.numel() * t.element_size() for pair in datamodule.tensors.values()
                            for t in pair) / 2**20}

@@ -22,7 +22,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 
 def layer_overrides(callback_names: Sequence[str]) -> list[tuple[str, list[str]]]:
@@ -67,16 +66,14 @@ class PairedSteps(L.Callback):
         self._generator = torch.Generator().manual_seed(0)
 
     def _bare_step(self) -> float:
+        from mnist_mlp.bench import sync_device
+
         b = self.bare
         b.net.train()
         start = time.perf_counter()
         idx = torch.randint(0, len(b.y), (b.batch,), generator=self._generator).to(b.device)
-        loss = F.cross_entropy(b.forward(b.x[idx]), b.y[idx])
-        b.opt.zero_grad()
-        loss.backward()
-        b.opt.step()
-        if b.device.type == "cuda":
-            torch.cuda.synchronize(b.device)
+        b.step(b.x[idx], b.y[idx])
+        sync_device(b.device)
         return time.perf_counter() - start
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
@@ -87,8 +84,9 @@ class PairedSteps(L.Callback):
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
+        from mnist_mlp.bench import sync_device
+
+        sync_device(pl_module.device)
         self._bare_s = self._bare_step()
         self.bare_steps.append(self._bare_s)
         self._end = time.perf_counter()
