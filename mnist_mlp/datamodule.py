@@ -106,7 +106,10 @@ class MnistDataModule(L.LightningDataModule):
             self._check_val_size(int.from_bytes(labels.read_bytes()[4:8], "big"))
 
     def checksums(self) -> dict[str, str]:
+        """MD5 of each file; the configured ones once ``prepare_data`` verified them (no re-read)."""
         self.prepare_data()
+        if all(self.md5.get(key) for key in fetch.FILES):
+            return {key: self.md5[key] for key in fetch.FILES}
         return fetch.checksums(self.raw_dir)
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,6 +44,7 @@ class MnistLitModule(L.LightningModule):
              "train_metrics": train_metrics},
             logger=False,
         )
+        self.train_metrics = train_metrics  # read every step: an attribute, not an hparams lookup
         self.net = instantiate(self.hparams.net)
         self._forward = torch.compile(self.net) if compile else self.net
         # Training metrics are updated every step: no NaN check (a host sync per step on a GPU)
@@ -61,14 +62,14 @@ class MnistLitModule(L.LightningModule):
         x, y = batch[0], batch[1]
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        if self.hparams.get("train_metrics", True):
+        if self.train_metrics:
             # Accumulate on the device; values are read once per epoch (no host sync per step).
             self.train_loss.update(loss.detach(), weight=len(y))
             self.train_acc.update(logits.detach(), y)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self.hparams.get("train_metrics", True):
+        if self.train_metrics:
             self._log_epoch("train", self.train_loss, self.train_acc)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:

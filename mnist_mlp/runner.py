@@ -58,9 +58,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer,
-                 clock: PhaseClock | None = None) -> dict[str, float]:
+                 clock: PhaseClock) -> dict[str, float]:
     """Fit, then test the configured checkpoint; returns fit and test metrics as floats."""
-    clock = clock or PhaseClock()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     clock.mark("fit")
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

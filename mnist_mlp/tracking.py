@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -217,8 +217,6 @@ class TrackedRun:
     logger: Any | None
     client: Any = None
     run_id: str | None = None
-    interrupted: bool = False
-    _parent: Any = field(default=None, repr=False)
 
     def start(self) -> None:
         """Check the store, create the run with its name and tags, log params and config files."""
@@ -359,7 +357,7 @@ def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[Trac
     except BaseException:
         run.end("FAILED")
         raise
-    run.end("KILLED" if trainer.received_sigterm or run.interrupted else "FINISHED")
+    run.end("KILLED" if trainer.received_sigterm else "FINISHED")
 
 
 # ---------------------------------------------------------------- sweeps --------------------------
@@ -389,9 +387,10 @@ class SweepParentRun(HydraCallback):
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         overrides = list(config.hydra.overrides.task)
-        swept = [o for o in overrides if o.split("=", 1)[0] in set(swept_keys(overrides))]
+        keys = swept_keys(overrides)
+        swept = [o for o in overrides if o.split("=", 1)[0] in set(keys)]
         tags = {ROLE_TAG: "sweep", SWEEP_DIR_TAG: str(config.hydra.sweep.dir),
-                SWEEP_KEYS_TAG: ",".join(swept_keys(overrides)), **git_tags()}
+                SWEEP_KEYS_TAG: ",".join(keys), **git_tags()}
         run = self.client.create_run(
             experiment_id, run_name="sweep " + (" ".join(swept) or "(no swept keys)"), tags=tags
         )
@@ -426,21 +425,12 @@ class SweepParentRun(HydraCallback):
 class EvaluationRun:
     """A new run nested under the evaluated one, and that run's checkpoint on local disk.
 
-    ``logger`` is an ``MLFlowLogger`` bound to the new run: hand it to the evaluation Trainer so the
-    test metrics land there; ``log_report`` adds the report files (and any extra metrics).
+    ``log_report`` records the report files and the test metrics in the new run.
     """
 
     client: Any
     run_id: str
-    source_run_id: str
     ckpt_path: Path
-    tracking_uri: str
-
-    @property
-    def logger(self) -> Any:
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        return MLFlowLogger(tracking_uri=self.tracking_uri, run_id=self.run_id)
 
     def log_report(self, report_dir: str | os.PathLike | None,
                    metrics: Mapping[str, float] | None = None) -> None:
@@ -487,11 +477,7 @@ def evaluation_run(run_id: str, logger_cfg: Mapping[str, Any],
 
     The report goes into a new run (same experiment, nested under ``run_id`` via
     ``mlflow.parentRunId``, tagged ``mnist_mlp.evaluates=<id>``), so the training run keeps exactly
-    what it recorded. Wiring in evaluate.py::
-
-        with tracking.evaluation_run(cfg.run_id, cfg.logger, cfg.report_dir + "/..") as ev:
-            results = evaluate(ev.ckpt_path, cfg)            # test metrics via ev.logger, or:
-            ev.log_report(cfg.report_dir, results)
+    what it recorded (``evaluation.evaluate_run`` is the caller).
     """
     uri = logger_cfg["tracking_uri"]
     client, _ = open_store(uri, logger_cfg["experiment_name"], logger_cfg.get("artifact_location"))
@@ -501,7 +487,7 @@ def evaluation_run(run_id: str, logger_cfg: Mapping[str, Any],
             RUN_NAME_TAG: f"evaluate {source.info.run_name}", **git_tags()}
     run = client.create_run(source.info.experiment_id, tags=tags)
     client.log_param(run.info.run_id, "source_checkpoint", f"runs:/{run_id}/{CKPT_DIR}/{ckpt.name}")
-    ev = EvaluationRun(client, run.info.run_id, run_id, ckpt, uri)
+    ev = EvaluationRun(client, run.info.run_id, ckpt)
     try:
         yield ev
     except (KeyboardInterrupt, SystemExit):

@@ -15,10 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 import mnist_mlp  # noqa: F401  (resolvers)
 
 
-def run_train(*overrides: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_train(*overrides: str, cwd: Path = ROOT, env: dict | None = None,
+              timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, env={**os.environ, "MPLBACKEND": "Agg"},
+        text=True, timeout=timeout, env={**os.environ, "MPLBACKEND": "Agg", **(env or {})},
     )
 
 

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import lightning as L
 import torch
-from conftest import ROOT, data_overrides, store_overrides
+from conftest import data_overrides, store_overrides
+from faults_helpers import run_train
 
 from mnist_mlp.datamodule import MnistDataModule
 from mnist_mlp.module import MnistLitModule
-
-
-def run_train(*overrides: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "MPLBACKEND": "Agg", **(env or {})},
-    )
 
 
 def test_fast_dev_run_trains_tests_and_exits_zero(synthetic_mnist, tmp_path):
