@@ -439,8 +439,6 @@ class EvaluationRun:
         if report_dir and Path(report_dir).is_dir():
             self.client.log_artifacts(self.run_id, str(report_dir), REPORT_DIR)
         if metrics:
-            import time
-
             now = int(time.time() * 1000)
             items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
             for i in range(0, len(items), _BATCH):
