@@ -77,3 +77,28 @@ def store_overrides(tmp_path: Path) -> list[str]:
         f"hydra.run.dir={tmp_path}/outputs",
         f"hydra.sweep.dir={tmp_path}/multirun",
     ]
+
+
+@pytest.fixture(scope="session")
+def team_server(tmp_path_factory):
+    """A team's tracking server: PostgreSQL, and ``mlflow server --app-name basic-auth`` on it.
+
+    One per test session (starting both costs ~20 s); tests keep apart by experiment name. Yields
+    the server (``.uri``, ``.admin``, ``.artifacts``) and a non-admin team member's credentials
+    (``.user``), to be given to train.py as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+    Both servers stop, and their folders go, when the session ends, also after a failure.
+    """
+    import servers
+
+    bin_dir = servers.postgres_bin()
+    if bin_dir is None:
+        pytest.skip(f"PostgreSQL is not installed (no {servers.PG_ROOT}/<version>/bin/initdb): "
+                    "`apt-get install postgresql` (.ci/run does)")
+    with servers.postgres(bin_dir) as pg:
+        pg.createdb("mlflow")
+        pg.createdb("mlflow_auth")
+        with servers.mlflow_auth_server(pg.uri("mlflow"), pg.uri("mlflow_auth"),
+                                        tmp_path_factory.mktemp("team-server"),
+                                        pg.client_env()) as server:
+            server.user = server.create_user("alice")
+            yield server

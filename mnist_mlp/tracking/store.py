@@ -41,7 +41,14 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    remote = urlparse(uri).scheme in ("http", "https")
+    parsed = urlparse(uri)
+    remote = parsed.scheme in ("http", "https")
+    if remote and (parsed.username or parsed.password):
+        raise UserError(
+            "logger.tracking_uri holds a user name or password, which would be recorded in every "
+            "run's params and config.yaml: give the server's address alone and set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment instead."
+        )
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     try:
         client = MlflowClient(uri)
@@ -54,13 +61,12 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
                 experiment = client.get_experiment_by_name(experiment_name)
                 if experiment is None:
                     raise
+    except MlflowException as err:
+        if err.get_http_status_code() in (401, 403):
+            raise _refused(uri, experiment_name, err.get_http_status_code()) from None
+        raise _unusable(uri, err) from None
     except Exception as err:  # noqa: BLE001  (any failure here means: no usable store)
-        raise UserError(
-            f"logger.tracking_uri={uri} cannot be used ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:300] if str(err) else ''}). Start the tracking server "
-            "(`mlflow server`, or `make ui` for the local store) or point logger.tracking_uri at "
-            "a reachable store; nothing was trained or recorded."
-        ) from None
+        raise _unusable(uri, err) from None
     if experiment.lifecycle_stage == "deleted":
         raise UserError(
             f"logger.experiment_name={experiment_name} names a deleted experiment in {uri}: "
@@ -68,6 +74,35 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
             f"{experiment.experiment_id}`) or choose another logger.experiment_name."
         )
     return client, experiment.experiment_id
+
+
+def _unusable(uri: str, err: Exception) -> UserError:
+    first = str(err).splitlines()[0][:300] if str(err) else ""
+    return UserError(
+        f"logger.tracking_uri={uri} cannot be used ({type(err).__name__}: {first}). Start the "
+        "tracking server (`mlflow server`, or `make ui` for the local store) or point "
+        "logger.tracking_uri at a reachable store; nothing was trained or recorded."
+    )
+
+
+def _refused(uri: str, experiment_name: str, status: int) -> UserError:
+    """401 (no or wrong credentials) and 403 (no permission) of a server run with authentication."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 401:
+        who = (f"the password of MLFLOW_TRACKING_USERNAME={user} was not accepted" if user
+               else "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD are not set")
+        return UserError(
+            f"logger.tracking_uri={uri} refused the request (HTTP 401, not authenticated): {who}. "
+            "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment to your "
+            "account on that server (not as overrides: those are recorded in the run's params); "
+            "nothing was trained or recorded."
+        )
+    return UserError(
+        f"logger.tracking_uri={uri} refused the request (HTTP 403, permission denied): user "
+        f"{user or '(none)'} may not use logger.experiment_name={experiment_name}. Ask the "
+        "server's admin for EDIT permission on that experiment, or choose another "
+        "logger.experiment_name; nothing was trained or recorded."
+    )
 
 
 def log_batch(client: Any, run_id: str, params: Mapping[str, Any] | None = None,

@@ -1,0 +1,168 @@
+"""A team's tracking server: PostgreSQL behind ``mlflow server --app-name basic-auth`` (README "A team
+tracking server").
+
+train.py and evaluate.py run as subprocesses with the team member's credentials in the environment
+only (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD); everything is read back over the
+server's REST API. The servers come from the session fixture ``team_server`` (tests/servers.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT, data_overrides
+from faults_helpers import assert_one_paragraph, quiet, run_train
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from mnist_mlp import tracking
+from mnist_mlp.errors import UserError
+
+pytestmark = pytest.mark.slow
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc"}
+
+
+def server_overrides(tmp_path: Path, uri: str, experiment: str) -> list[str]:
+    """Overrides a team member gives train.py: the server's address, no artifact location (the
+    server stores artifacts), an experiment; no credentials."""
+    return [f"logger.tracking_uri={uri}", "logger.artifact_location=null",
+            f"logger.experiment_name={experiment}", f"hydra.run.dir={tmp_path}/outputs",
+            f"hydra.sweep.dir={tmp_path}/multirun"]
+
+
+def as_user(monkeypatch, user: tuple[str, str] | None) -> None:
+    """This process and the train.py it starts authenticate as ``user`` (None: no credentials)."""
+    for key in CREDENTIALS:
+        monkeypatch.delenv(key, raising=False)
+    if user is not None:
+        monkeypatch.setenv(CREDENTIALS[0], user[0])
+        monkeypatch.setenv(CREDENTIALS[1], user[1])
+
+
+def runs_in(client: MlflowClient, experiment: str, role: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], f"tags.`mnist_mlp.role` = '{role}'")
+
+
+def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for a in client.list_artifacts(run_id, path):
+        out |= artifacts(client, run_id, a.path) if a.is_dir else {a.path}
+    return out
+
+
+def check_job(client: MlflowClient, job, tmp: Path, epochs: int = 1) -> None:
+    """One training run, read back over REST: FINISHED, every metric, its own artifacts.
+
+    Its params, ``config.yaml`` and ``overrides.yaml`` agree with the values its name says it was
+    given, and its test accuracy with its own ``report/classification_report.json``: nothing of
+    another job landed in it.
+    """
+    rid = job.info.run_id
+    assert job.info.status == "FINISHED", job.info
+    assert EPOCH_METRICS | {"test/acc", "test/loss", "time/fit_s"} <= set(job.data.metrics)
+    for key in EPOCH_METRICS:
+        assert len(client.get_metric_history(rid, key)) == epochs, key
+    arts = artifacts(client, rid)
+    assert {"config.yaml", "overrides.yaml", "report/classification_report.json",
+            "report/report.html", job.data.tags["best_checkpoint"]} <= arts
+    dst = tmp / rid
+    dst.mkdir()
+    config = OmegaConf.load(client.download_artifacts(rid, "config.yaml", str(dst)))
+    overrides = OmegaConf.load(client.download_artifacts(rid, "overrides.yaml", str(dst)))
+    report = json.loads(Path(client.download_artifacts(
+        rid, "report/classification_report.json", str(dst))).read_text())
+    for pair in job.info.run_name.split(","):  # "lr=0.01,seed=2": what this job was given
+        short, value = pair.split("=")
+        key = next(k for k in job.data.params if k == short or k.endswith("." + short))
+        assert job.data.params[key] == value
+        assert f"{key}={value}" in overrides and str(OmegaConf.select(config, key)) == value
+    assert report["accuracy"] == pytest.approx(job.data.metrics["test/acc"], abs=1e-6)
+
+
+def test_a_parallel_sweep_and_its_evaluation_on_the_team_server(team_server, synthetic_mnist,
+                                                              tmp_path, monkeypatch):
+    as_user(monkeypatch, team_server.user)
+    data_dir, md5s = synthetic_mnist
+    experiment = "team-sweep"
+    result = run_train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.lr=0.01,0.1",
+                       "trainer.max_epochs=1", *data_overrides(data_dir, md5s), *quiet(),
+                       *server_overrides(tmp_path, team_server.uri, experiment), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client = MlflowClient(team_server.uri)
+    (parent,) = runs_in(client, experiment, "sweep")
+    jobs = runs_in(client, experiment, "train")
+    assert parent.info.status == "FINISHED"
+    assert sorted(j.info.run_name for j in jobs) == ["lr=0.01", "lr=0.1"]
+    for job in jobs:
+        assert job.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert job.info.user_id == team_server.user[0]  # the server's user, not the OS account
+        check_job(client, job, tmp_path)
+    # artifacts went through the server into its --artifacts-destination
+    ckpt = jobs[0].data.tags["best_checkpoint"]
+    assert list(team_server.artifacts.rglob(f"{jobs[0].info.run_id}/artifacts/{ckpt}"))
+
+    # evaluate.py run_id=: the checkpoint comes over HTTP, the report goes into a new nested run
+    source = jobs[0]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), f"run_id={source.info.run_id}",
+         f"hydra.run.dir={tmp_path}/evaluate", *data_overrides(data_dir, md5s),
+         *server_overrides(tmp_path, team_server.uri, experiment)[:3]],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (evaluation,) = runs_in(client, experiment, "evaluate")
+    assert evaluation.info.status == "FINISHED"
+    assert evaluation.data.tags["mlflow.parentRunId"] == source.info.run_id
+    assert evaluation.data.metrics["test/acc"] == source.data.metrics["test/acc"]
+    assert {"report/report.html", "report/predictions.csv"} <= artifacts(client, evaluation.info.run_id)
+
+    # the password reached the server through the environment only: in no param, tag or file
+    password = team_server.user[1]
+    for run in [parent, *jobs, evaluation]:
+        run = client.get_run(run.info.run_id)
+        assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if password in v]
+    for job in jobs:
+        for name in ("config.yaml", "overrides.yaml"):
+            assert password not in (tmp_path / job.info.run_id / name).read_text()
+
+
+def test_no_or_wrong_credentials_are_refused_and_train_stops_before_training(
+    team_server, synthetic_mnist, tmp_path, monkeypatch
+):
+    url = f"{team_server.uri}/api/2.0/mlflow/experiments/search"
+    user, password = team_server.user
+    for auth in (None, (user, password + "x"), ("mallory", password)):
+        assert requests.get(url, params={"max_results": 1}, auth=auth, timeout=60).status_code == 401
+    assert requests.get(url, params={"max_results": 1}, auth=(user, password), timeout=60).ok
+
+    data_dir, md5s = synthetic_mnist
+    experiment = "team-refused"
+    overrides = [*data_overrides(data_dir, md5s), *quiet(),
+                 *server_overrides(tmp_path, team_server.uri, experiment)]
+    as_user(monkeypatch, None)
+    single = run_train("trainer.max_epochs=1", *overrides)
+    assert_one_paragraph(single, f"logger.tracking_uri={team_server.uri} refused the request",
+                         "HTTP 401", "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    as_user(monkeypatch, (user, password + "x"))
+    sweep = run_train("-m", "model.lr=0.01,0.1", *overrides)  # a sweep stops before its first job
+    assert_one_paragraph(sweep, "HTTP 401", f"MLFLOW_TRACKING_USERNAME={user} was not accepted")
+    assert password not in sweep.stderr
+    assert not [r for r in (single, sweep) if "Epoch 0" in r.stdout + r.stderr]
+    assert not list(tmp_path.rglob("*.ckpt"))
+    as_user(monkeypatch, team_server.user)
+    assert MlflowClient(team_server.uri).get_experiment_by_name(experiment) is None  # nothing made
+
+
+def test_credentials_inside_the_tracking_uri_are_refused_unsent():
+    with pytest.raises(UserError, match="MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") as err:
+        tracking.open_store("http://alice:s3cret-pw@127.0.0.1:9/", "mnist-mlp")
+    assert "s3cret-pw" not in str(err.value)
