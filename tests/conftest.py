@@ -86,7 +86,8 @@ def team_server(tmp_path_factory):
     One per test session (starting both costs ~20 s); tests keep apart by experiment name. Yields
     the server (``.uri``, ``.admin``, ``.artifacts``) and a non-admin team member's credentials
     (``.user``), to be given to train.py as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
-    Both servers stop, and their folders go, when the session ends, also after a failure.
+    Both servers stop, and their folders go, when the session ends, also after a failure or when
+    pytest is stopped with SIGTERM (CI's cancel, ``timeout``).
     """
     import servers
 
@@ -94,7 +95,7 @@ def team_server(tmp_path_factory):
     if bin_dir is None:
         pytest.skip(f"PostgreSQL is not installed (no {servers.PG_ROOT}/<version>/bin/initdb): "
                     "`apt-get install postgresql` (.ci/run does)")
-    with servers.postgres(bin_dir) as pg:
+    with servers.stopped_on_sigterm(), servers.postgres(bin_dir) as pg:
         pg.createdb("mlflow")
         pg.createdb("mlflow_auth")
         with servers.mlflow_auth_server(pg.uri("mlflow"), pg.uri("mlflow_auth"),

@@ -37,6 +37,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def stopped_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt inside the block, so pytest stops as on Ctrl-C and the
+    servers' ``finally`` blocks run; Python's default would end the process with them running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def postgres_bin() -> Path | None:
     """The newest installed PostgreSQL's bin folder, or None when Debian's package is absent."""
     found = [p / "bin" for p in PG_ROOT.glob("*") if (p / "bin" / "initdb").is_file()]

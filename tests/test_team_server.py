@@ -8,7 +8,6 @@ server's REST API. The servers come from the session fixture ``team_server`` (te
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,14 +18,13 @@ import requests
 from conftest import ROOT, data_overrides
 from faults_helpers import assert_one_paragraph, quiet, run_train
 from mlflow import MlflowClient
-from omegaconf import OmegaConf
+from tracking_helpers import artifacts, check_job, runs_in
 
 from mnist_mlp import tracking
 from mnist_mlp.errors import UserError
 
 pytestmark = pytest.mark.slow
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc"}
 
 
 def server_overrides(tmp_path: Path, uri: str, experiment: str) -> list[str]:
@@ -44,47 +42,6 @@ def as_user(monkeypatch, user: tuple[str, str] | None) -> None:
     if user is not None:
         monkeypatch.setenv(CREDENTIALS[0], user[0])
         monkeypatch.setenv(CREDENTIALS[1], user[1])
-
-
-def runs_in(client: MlflowClient, experiment: str, role: str) -> list:
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], f"tags.`mnist_mlp.role` = '{role}'")
-
-
-def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    out = set()
-    for a in client.list_artifacts(run_id, path):
-        out |= artifacts(client, run_id, a.path) if a.is_dir else {a.path}
-    return out
-
-
-def check_job(client: MlflowClient, job, tmp: Path, epochs: int = 1) -> None:
-    """One training run, read back over REST: FINISHED, every metric, its own artifacts.
-
-    Its params, ``config.yaml`` and ``overrides.yaml`` agree with the values its name says it was
-    given, and its test accuracy with its own ``report/classification_report.json``: nothing of
-    another job landed in it.
-    """
-    rid = job.info.run_id
-    assert job.info.status == "FINISHED", job.info
-    assert EPOCH_METRICS | {"test/acc", "test/loss", "time/fit_s"} <= set(job.data.metrics)
-    for key in EPOCH_METRICS:
-        assert len(client.get_metric_history(rid, key)) == epochs, key
-    arts = artifacts(client, rid)
-    assert {"config.yaml", "overrides.yaml", "report/classification_report.json",
-            "report/report.html", job.data.tags["best_checkpoint"]} <= arts
-    dst = tmp / rid
-    dst.mkdir()
-    config = OmegaConf.load(client.download_artifacts(rid, "config.yaml", str(dst)))
-    overrides = OmegaConf.load(client.download_artifacts(rid, "overrides.yaml", str(dst)))
-    report = json.loads(Path(client.download_artifacts(
-        rid, "report/classification_report.json", str(dst))).read_text())
-    for pair in job.info.run_name.split(","):  # "lr=0.01,seed=2": what this job was given
-        short, value = pair.split("=")
-        key = next(k for k in job.data.params if k == short or k.endswith("." + short))
-        assert job.data.params[key] == value
-        assert f"{key}={value}" in overrides and str(OmegaConf.select(config, key)) == value
-    assert report["accuracy"] == pytest.approx(job.data.metrics["test/acc"], abs=1e-6)
 
 
 def test_a_parallel_sweep_and_its_evaluation_on_the_team_server(team_server, synthetic_mnist,
