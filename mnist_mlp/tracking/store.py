@@ -37,6 +37,9 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
     Called before training, so a server that is down is reported in seconds, not after the last
     epoch; a sweep calls it once before launching, so parallel jobs never race on creating the
     SQLite schema or the experiment. HTTP stores are probed without MLflow's minutes of retries.
+    A server with authentication takes credentials from MLflow's environment variables only: a
+    refusal (401/403) says which to set, and credentials inside the URI (a param of every run) are
+    refused before they are sent.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
