@@ -1,0 +1,157 @@
+"""The fused training iteration: K optimizer steps per Lightning iteration change no arithmetic.
+
+Synthetic MNIST: 500 training images at batch 48 are 11 batches (the last one of 20 images), so
+K=4 gives chunks of 4, 4 and 3 batches: a shorter last chunk and a shorter last batch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import data_overrides
+from faults_helpers import compose_job, quiet
+
+from mnist_mlp import fused, runner, validation
+from mnist_mlp.datamodule import TensorBatches
+from mnist_mlp.errors import UserError
+from mnist_mlp.speed import apply_torch_settings
+
+BATCH, N_TRAIN = 48, 500
+STEPS_PER_EPOCH = -(-N_TRAIN // BATCH)  # 11
+
+
+def _fit(synthetic, tmp_path, *overrides, epochs=2):
+    data_dir, md5s = synthetic
+    cfg = compose_job(*data_overrides(data_dir, md5s), "~logger", *quiet(),
+                      f"data.batch_size={BATCH}", "model.net.hidden1=64",
+                      f"trainer.max_epochs={epochs}", *overrides, out=tmp_path)
+    validation.check(cfg)
+    apply_torch_settings(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = runner.build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    return model, trainer, datamodule
+
+
+def _assert_same_training(a, b):
+    (model_a, trainer_a, _), (model_b, trainer_b, _) = a, b
+    for key, value in model_a.state_dict().items():
+        assert torch.equal(value, model_b.state_dict()[key]), key  # bitwise, BatchNorm stats too
+    assert trainer_a.global_step == trainer_b.global_step
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert torch.equal(trainer_a.callback_metrics[key], trainer_b.callback_metrics[key]), key
+
+
+def test_k_steps_per_iteration_give_bitwise_the_weights_and_metrics_of_one(synthetic_mnist,
+                                                                           tmp_path):
+    one = _fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1")
+    four = _fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4")
+    assert one[1].num_training_batches == STEPS_PER_EPOCH
+    assert four[1].num_training_batches == 3  # chunks of 4, 4 and 3 batches
+    assert four[1].global_step == 2 * STEPS_PER_EPOCH  # optimizer steps, not iterations
+    _assert_same_training(one, four)
+
+
+def test_train_metrics_equal_an_independent_computation(synthetic_mnist, tmp_path):
+    """train/loss and train/acc against the logits the network really produced, in float64."""
+    data_dir, md5s = synthetic_mnist
+    logits: list[torch.Tensor] = []
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            pl_module.net.register_forward_hook(
+                lambda mod, inp, out: logits.append(out.detach().double()) if mod.training else None)
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.extend(b[2] for b in batch)
+
+    cfg = compose_job(*data_overrides(data_dir, md5s), "~logger", *quiet(),
+                      f"data.batch_size={BATCH}", "model.steps_per_iteration=4",
+                      "trainer.max_epochs=1", out=tmp_path)
+    L.seed_everything(cfg.seed)
+    datamodule, model, trainer = runner.build(cfg)
+    trainer.callbacks.append(Record())
+    trainer.fit(model, datamodule=datamodule)
+
+    x, y = datamodule.tensors["train"]
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.data.shuffle_seed))
+    assert torch.equal(torch.cat(seen), order)  # the epoch's order, every sample once
+    labels = y[order].split(BATCH)
+    assert len(logits) == len(labels) == STEPS_PER_EPOCH
+    loss_sum = sum(F.cross_entropy(lg, t, reduction="sum") for lg, t in zip(logits, labels,
+                                                                           strict=True))
+    correct = sum(int((lg.argmax(1) == t).sum()) for lg, t in zip(logits, labels, strict=True))
+    metrics = trainer.callback_metrics
+    assert float(metrics["train/loss"]) == pytest.approx(float(loss_sum) / len(y), rel=1e-6)
+    assert float(metrics["train/acc"]) == pytest.approx(correct / len(y), abs=1e-7)
+
+
+def test_a_step_interval_scheduler_steps_once_per_optimizer_step(synthetic_mnist, tmp_path):
+    scheduler = ["+model.scheduler._target_=torch.optim.lr_scheduler.StepLR",
+                 "+model.scheduler._partial_=true", "+model.scheduler.step_size=5",
+                 "+model.scheduler.gamma=0.5", "+model.scheduler.interval=step"]
+    one = _fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1", *scheduler)
+    four = _fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4", *scheduler)
+    _assert_same_training(one, four)  # the rate changes mid-chunk: equal weights need equal rates
+    steps = 2 * STEPS_PER_EPOCH
+    for _, trainer, _ in (one, four):
+        assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == steps
+        assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** (steps // 5))
+
+
+def test_epoch_schedulers_and_clipping_work_with_k_steps(synthetic_mnist, tmp_path):
+    extra = ["model/scheduler=plateau", "model.scheduler.patience=0", "model.gradient_clip_val=0.05"]
+    one = _fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1", *extra, epochs=3)
+    four = _fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4", *extra, epochs=3)
+    _assert_same_training(one, four)
+    unclipped = _fit(synthetic_mnist, tmp_path / "free", "model.steps_per_iteration=4",
+                     "model/scheduler=plateau", "model.scheduler.patience=0", epochs=3)
+    assert not torch.equal(unclipped[0].net.wih.weight, four[0].net.wih.weight)
+
+
+def test_non_finite_loss_stops_within_an_iteration_with_k_steps(synthetic_mnist, tmp_path):
+    with pytest.raises(UserError, match=r"Training stopped in epoch 0 \(step 4\).*NaN or infinite"):
+        _fit(synthetic_mnist, tmp_path, "model.lr=1e30", "model.steps_per_iteration=4",
+             "callbacks.stop_on_nonfinite_loss.every_n_steps=1")
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+
+
+def test_the_eager_path_runs_on_cpu_and_says_so(synthetic_mnist, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="mnist_mlp.fused"):
+        model, _, _ = _fit(synthetic_mnist, tmp_path, "model.steps_per_iteration=auto", epochs=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mnist_mlp.fused"]
+    assert lines == [f"Training step: eager, {fused.AUTO_STEPS['cpu']} optimizer steps per iteration "
+                     "(no CUDA graph: the device is cpu)."]
+    assert type(model._step) is fused.EagerStep and model.steps_per_iteration == fused.AUTO_STEPS["cpu"]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_chunks_are_the_batches_of_the_epoch_in_order(world_size):
+    x, y = torch.arange(103.0).unsqueeze(1), torch.arange(103)
+    for rank in range(world_size):
+        common = dict(batch_size=10, shuffle=True, seed=3, rank=rank, world_size=world_size)
+        batches = list(TensorBatches(x, y, **common))
+        chunks = list(TensorBatches(x, y, chunk=4, **common))
+        assert len(chunks) == len(TensorBatches(x, y, chunk=4, **common)) == -(-len(batches) // 4)
+        flat = [b for chunk in chunks for b in chunk]
+        assert [len(c) for c in chunks][:-1] == [4] * (len(chunks) - 1)
+        assert len(flat) == len(batches)
+        for (xa, ya, ia), (xb, yb, ib) in zip(flat, batches, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)
+
+
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [("model.steps_per_iteration=0", "an integer >= 1 or auto"),
+     ("model.steps_per_iteration=many", "an integer >= 1 or auto"),
+     ("+trainer.gradient_clip_val=1.0", "model.gradient_clip_val"),
+     ("+trainer.accumulate_grad_batches=2", "data.batch_size")],
+)
+def test_settings_the_fused_step_cannot_take_are_refused(override, shown):
+    with pytest.raises(UserError, match=shown):
+        validation.check(compose_job(override))
