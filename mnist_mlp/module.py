@@ -60,7 +60,7 @@ class MnistLitModule(L.LightningModule):
         self.net = instantiate(self.hparams.net)
         self._forward = torch.compile(self.net) if compile else self.net
         self.train_totals = fused.TrainTotals()  # updated once per epoch from the device sums
-        self._step: fused.EagerStep | None = None  # built at train start (needs the optimizer)
+        self.fused_step: fused.EagerStep | None = None  # built at train start (needs the optimizer)
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_metrics = TestMetrics(num_classes)  # names: see mnist_mlp.metrics
@@ -75,24 +75,24 @@ class MnistLitModule(L.LightningModule):
         return fused.resolve_steps(self.hparams.steps_per_iteration, self.device)
 
     def on_train_start(self) -> None:
-        self._step = fused.build_step(self, count_correct=self.train_metrics)
+        self.fused_step = fused.build_step(self, count_correct=self.train_metrics)
 
     def on_train_epoch_start(self) -> None:
-        if self._step is not None:
-            self._step.reset()
+        if self.fused_step is not None:
+            self.fused_step.reset()
 
     def training_step(self, chunk: list[tuple[torch.Tensor, ...]], batch_idx: int) -> torch.Tensor:
         """One optimizer step per batch of the chunk; returns the epoch's running loss sum (on
         the device, non-finite from the first non-finite loss on: what the NaN check reads)."""
         for batch in chunk:
-            self._step(batch[0], batch[1])
-        return self._step.loss_sum
+            self.fused_step(batch[0], batch[1])
+        return self.fused_step.loss_sum
 
     def on_train_epoch_end(self) -> None:
         self._step_epoch_schedulers()
         if self.train_metrics:
             # One torchmetrics update per epoch; compute() syncs across DDP ranks.
-            self.train_totals.update(self._step.loss_sum, self._step.correct, self._step.count)
+            self.train_totals.update(self.fused_step.loss_sum, self.fused_step.correct, self.fused_step.count)
             totals = self.train_totals.compute()
             self.train_totals.reset()
             self.log_dict({"train/loss": totals["loss"], "train/acc": totals["acc"]},
@@ -118,7 +118,7 @@ class MnistLitModule(L.LightningModule):
 
     def on_validation_model_zero_grad(self) -> None:
         # A captured CUDA graph writes the gradients into fixed memory: never release them.
-        if not isinstance(self._step, fused.GraphStep):
+        if not isinstance(self.fused_step, fused.GraphStep):
             super().on_validation_model_zero_grad()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:

@@ -127,7 +127,7 @@ def test_the_eager_path_runs_on_cpu_and_says_so(synthetic_mnist, tmp_path, caplo
     lines = [r.getMessage() for r in caplog.records if r.name == "mnist_mlp.fused"]
     assert lines == [f"Training step: eager, {fused.AUTO_STEPS['cpu']} optimizer steps per iteration "
                      "(no CUDA graph: the device is cpu)."]
-    assert type(model._step) is fused.EagerStep and model.steps_per_iteration == fused.AUTO_STEPS["cpu"]
+    assert type(model.fused_step) is fused.EagerStep and model.steps_per_iteration == fused.AUTO_STEPS["cpu"]
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
