@@ -128,6 +128,24 @@ def test_the_eager_path_runs_on_cpu_and_says_so(synthetic_mnist, tmp_path, caplo
     assert lines == [f"Training step: eager, {fused.AUTO_STEPS['cpu']} optimizer steps per iteration "
                      "(no CUDA graph: the device is cpu)."]
     assert type(model.fused_step) is fused.EagerStep and model.steps_per_iteration == fused.AUTO_STEPS["cpu"]
+    assert model.fused_step.direct  # nothing listens to the per-step hooks
+
+
+class CountsBackward(L.Callback):
+    calls = 0
+
+    def on_after_backward(self, trainer, pl_module):
+        type(self).calls += 1
+
+
+def test_a_callback_on_the_step_hooks_is_called_every_step_with_the_same_arithmetic(
+        synthetic_mnist, tmp_path):
+    direct = _fit(synthetic_mnist, tmp_path / "direct", "model.steps_per_iteration=4")
+    hooked = _fit(synthetic_mnist, tmp_path / "hooked", "model.steps_per_iteration=4",
+                  "+callbacks.counts._target_=test_fused.CountsBackward")
+    assert direct[0].fused_step.direct and not hooked[0].fused_step.direct
+    assert CountsBackward.calls == 2 * STEPS_PER_EPOCH
+    _assert_same_training(direct, hooked)
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
