@@ -61,6 +61,7 @@ class MnistLitModule(L.LightningModule):
         self._forward = torch.compile(self.net) if compile else self.net
         self.train_totals = fused.TrainTotals()  # updated once per epoch from the device sums
         self.fused_step: fused.EagerStep | None = None  # built at train start (needs the optimizer)
+        self.scheduler_monitor = "val/loss"  # what ReduceLROnPlateau reads (configure_optimizers)
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_metrics = TestMetrics(num_classes)  # names: see mnist_mlp.metrics
@@ -82,8 +83,11 @@ class MnistLitModule(L.LightningModule):
             self.fused_step.reset()
 
     def training_step(self, chunk: list[tuple[torch.Tensor, ...]], batch_idx: int) -> torch.Tensor:
-        """One optimizer step per batch of the chunk; returns the epoch's running loss sum (on
-        the device, non-finite from the first non-finite loss on: what the NaN check reads)."""
+        """One optimizer step per batch of the chunk (or of a single ``(x, y, ...)`` batch from
+        another loader); returns the epoch's running loss sum (on the device, non-finite from the
+        first non-finite loss on: what the NaN check reads)."""
+        if torch.is_tensor(chunk[0]):
+            chunk = [chunk]
         for batch in chunk:
             self.fused_step(batch[0], batch[1])
         return self.fused_step.loss_sum

@@ -201,3 +201,19 @@ def test_ddp_with_k_steps_gives_the_weights_of_one_step(synthetic_mnist, tmp_pat
         assert ckpt["global_step"] == 2 * -(-(N_TRAIN // 2) // (BATCH // 2))  # steps of one rank
     for key, value in weights[1].items():
         assert torch.equal(value, weights[3][key]), key
+
+
+def test_a_plain_loader_of_single_batches_trains_one_step_per_batch():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mnist_mlp.module import MnistLitModule
+
+    torch.manual_seed(0)
+    x, y = torch.randn(130, 784), torch.randint(0, 10, (130,))
+    module = MnistLitModule(net={"_target_": "mnist_mlp.model.MnistMlp", "hidden1": 16},
+                            optimizer={"_target_": "torch.optim.SGD", "_partial_": True})
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, accelerator="cpu",
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=50))
+    assert trainer.global_step == 3
+    assert 0 <= float(trainer.callback_metrics["train/acc"]) <= 1
