@@ -17,7 +17,7 @@ LABELS = list(range(10))
 HPARAMS = {"learning_rate": 0.1, "batch_size": 100, "epochs": 30}
 SECTIONS = ["Model description", "Hyperparameters", "Test set", "Test data class sizes",
             "General metrics", "Per-class metrics", "Confusion matrix", "Classification report",
-            "Conclusions"]
+            "Ranking: ROC and precision-recall", "Calibration", "Conclusions"]
 
 
 def _write(tmp_path, case, digits=4):
@@ -84,8 +84,9 @@ def test_markdown_and_html_show_every_section_with_the_numbers(tmp_path):
     page = (tmp_path / "report.html").read_text()
     for title in SECTIONS:
         assert f"## {title}" in md and f"<h2>{title}</h2>" in page
-    assert page.count("<table>") == 5 and 'src="data:image/png;base64,' in page
-    assert "](confusion_matrix.png)" in md
+    assert page.count("<table>") == 6 and page.count('src="data:image/png;base64,') == 4
+    for png in ("confusion_matrix.png", "roc_curves.png", "pr_curves.png", "reliability.png"):
+        assert f"]({png})" in md and (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "classification_report.txt").read_text()
     assert text.rstrip("\n") in md
     assert f"{r.correct}/{r.total}" in md and f"{r.averages['macro']['f1']:.4f}" in page
