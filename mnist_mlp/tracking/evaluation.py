@@ -1,0 +1,89 @@
+"""``evaluate.py run_id=<id>``: the run's best checkpoint, and a new run that records its report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_mlp.errors import UserError
+from mnist_mlp.tracking.naming import (
+    BEST_CKPT_TAG,
+    CKPT_DIR,
+    EVALUATES_TAG,
+    PARENT_TAG,
+    REPORT_DIR,
+    ROLE_TAG,
+    RUN_NAME_TAG,
+)
+from mnist_mlp.tracking.record import git_tags
+from mnist_mlp.tracking.store import ending, log_batch, open_store
+
+
+@dataclass
+class EvaluationRun:
+    """A new run nested under the evaluated one, and that run's checkpoint on local disk."""
+
+    client: Any
+    run_id: str
+    ckpt_path: Path
+
+    def log_report(self, report_dir: str | os.PathLike | None,
+                   metrics: Mapping[str, float] | None = None) -> None:
+        """The report files and the test metrics, into the new run."""
+        if report_dir and Path(report_dir).is_dir():
+            self.client.log_artifacts(self.run_id, str(report_dir), REPORT_DIR)
+        if metrics:
+            log_batch(self.client, self.run_id, metrics=metrics)
+
+
+def _get_run(client: Any, run_id: str, uri: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise UserError(
+            f"run_id={run_id} is not a run in {uri or 'this store'}: copy the run ID from the "
+            "MLflow UI (`make ui`) or `mlflow runs list`, and check logger.tracking_uri."
+        ) from None
+
+
+def run_checkpoint(client: Any, run: Any, dst: str | os.PathLike) -> Path:
+    """Download the best checkpoint of a training run; a UserError says why there is none."""
+    run_id = run.info.run_id
+    path = run.data.tags.get(BEST_CKPT_TAG) or next(
+        (a.path for a in client.list_artifacts(run_id, CKPT_DIR) if a.path.endswith(".ckpt")), None
+    )
+    if path is None:
+        raise UserError(
+            f"run_id={run_id} ({run.info.run_name}, {run.info.status}) has no checkpoint artifact "
+            f"under {CKPT_DIR}/: it was a fast_dev_run or ended before its first validation. "
+            "Pick a finished training run, or evaluate a local file with ckpt_path=<file.ckpt>."
+        )
+    return Path(client.download_artifacts(run_id, path, str(dst)))
+
+
+@contextlib.contextmanager
+def evaluation_run(run_id: str, logger_cfg: Mapping[str, Any],
+                   dst: str | os.PathLike) -> Iterator[EvaluationRun]:
+    """For ``evaluate.py run_id=<id>``: the run's checkpoint and a new run linked to it.
+
+    The report goes into a new run (same experiment, nested under ``run_id`` via
+    ``mlflow.parentRunId``, tagged ``mnist_mlp.evaluates=<id>``), so the training run keeps exactly
+    what it recorded (``mnist_mlp.evaluation.evaluate_run`` is the caller).
+    """
+    uri = logger_cfg["tracking_uri"]
+    client, _ = open_store(uri, logger_cfg["experiment_name"], logger_cfg.get("artifact_location"))
+    source = _get_run(client, run_id, uri)
+    ckpt = run_checkpoint(client, source, dst)
+    tags = {ROLE_TAG: "evaluate", EVALUATES_TAG: run_id, PARENT_TAG: run_id,
+            RUN_NAME_TAG: f"evaluate {source.info.run_name}", **git_tags()}
+    run = client.create_run(source.info.experiment_id, tags=tags)
+    client.log_param(run.info.run_id, "source_checkpoint", f"runs:/{run_id}/{CKPT_DIR}/{ckpt.name}")
+    ev = EvaluationRun(client, run.info.run_id, ckpt)
+    with ending(client, ev.run_id):
+        yield ev

@@ -1,0 +1,168 @@
+"""The MLflow run of one training job: created with its params and tags, filled after testing, closed."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_mlp.tracking.naming import (
+    BEST_CKPT_TAG,
+    CKPT_DIR,
+    MODEL_NAME,
+    PARENT_TAG,
+    REPORT_DIR,
+    ROLE_TAG,
+    RUN_NAME_TAG,
+    SWEEP_DIR_TAG,
+    SWEEP_JOB_TAG,
+    SWEEP_KEYS_TAG,
+    job_run_name,
+    single_run_name,
+)
+from mnist_mlp.tracking.record import config_params, git_tags, hydra_config, overrides_yaml
+from mnist_mlp.tracking.store import ending, log_batch, open_store
+from mnist_mlp.tracking.sweep import find_sweep_parent
+
+log = logging.getLogger(__name__)
+
+
+def _mlflow_logger(trainer: Any) -> Any | None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+
+
+@dataclass
+class TrackedRun:
+    """The MLflow run of one training job; ``None`` logger (``logger=null``) makes it a no-op."""
+
+    cfg: DictConfig
+    trainer: Any
+    datamodule: Any
+    logger: Any | None
+    client: Any = None
+    run_id: str | None = None
+
+    def start(self) -> None:
+        """Check the store, create the run with its name and tags, log params and config files."""
+        if self.logger is None:
+            return
+        lcfg = self.cfg.logger
+        self.client, experiment_id = open_store(
+            lcfg.tracking_uri, lcfg.experiment_name, lcfg.get("artifact_location")
+        )
+        tags = {ROLE_TAG: "train", **git_tags(), **self._data_tags(), **self._sweep_tags(
+            experiment_id)}
+        self.logger.tags = {**tags, **(self.logger.tags or {})}
+        self.run_id = self.logger.run_id  # MLFlowLogger creates the run here
+        log_batch(self.client, self.run_id, params=config_params(self.cfg))
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+            Path(tmp, "overrides.yaml").write_text(overrides_yaml())
+            self.client.log_artifacts(self.run_id, tmp)
+        log.info("MLflow run %s in %s", self.run_id, lcfg.tracking_uri)
+
+    def _data_tags(self) -> dict[str, str]:
+        return {f"data.md5.{k}": v for k, v in self.datamodule.checksums().items()}
+
+    def _sweep_tags(self, experiment_id: str) -> dict[str, str]:
+        """Name, hydra folders and, for a multirun job, the sweep parent and job number."""
+        from hydra.types import RunMode
+
+        hc = hydra_config()
+        tags: dict[str, str] = {}
+        if self.cfg.logger.get("run_name"):
+            tags[RUN_NAME_TAG] = str(self.cfg.logger.run_name)
+        if hc is None:
+            return tags
+        tags["hydra.output_dir"] = str(hc.runtime.output_dir)
+        if hc.mode != RunMode.MULTIRUN:
+            # MLflow's random names repeat here: seed_everything seeds the generator they come from.
+            tags.setdefault(RUN_NAME_TAG, single_run_name(list(hc.overrides.task),
+                                                          Path(hc.runtime.output_dir).name))
+            return tags
+        sweep_dir = str(hc.sweep.dir)
+        tags.update({SWEEP_DIR_TAG: sweep_dir, SWEEP_JOB_TAG: str(hc.job.num)})
+        parent = find_sweep_parent(self.client, experiment_id, sweep_dir)
+        keys = parent.data.tags.get(SWEEP_KEYS_TAG, "").split(",") if parent else []
+        if parent is not None:
+            tags[PARENT_TAG] = parent.info.run_id
+        tags.setdefault(RUN_NAME_TAG, job_run_name(list(hc.overrides.task), [k for k in keys if k]))
+        return tags
+
+    def log_outputs(self, report_dir: str | os.PathLike | None) -> None:
+        """Report files, best checkpoint and the network as an MLflow model, after testing."""
+        if self.logger is None:
+            return
+        if report_dir and Path(report_dir).is_dir():
+            self.client.log_artifacts(self.run_id, str(report_dir), REPORT_DIR)
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback else ""
+        if best and Path(best).is_file():
+            self.client.log_artifact(self.run_id, best, CKPT_DIR)
+            self.client.set_tag(self.run_id, BEST_CKPT_TAG, f"{CKPT_DIR}/{Path(best).name}")
+        self.log_model(self.trainer.lightning_module.net)
+
+    def log_model(self, net: Any) -> None:
+        """The bare network, on CPU in eval mode, as logged model ``model`` of this run.
+
+        ``mlflow.pytorch.log_model`` files the model under the active run's experiment, so the run
+        is resumed for the call (its ending is then set by ``ending``). Pickle serialisation with
+        explicit requirements and signature avoids MLflow's slow requirement inference; the package
+        goes along as code so the model loads without this project installed.
+        """
+        import mlflow
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        net = copy.deepcopy(net).cpu().eval()
+        n_in, n_out = net.wih.in_features, net.who.out_features
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_in))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_out))]),
+        )
+        requirements = [f"torch=={torch.__version__.split('+')[0]}",
+                        f"omegaconf=={_version('omegaconf')}"]
+        mlflow.set_tracking_uri(self.cfg.logger.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.pytorch.log_model(
+                net, name=MODEL_NAME, signature=signature, serialization_format="pickle",
+                pip_requirements=requirements, code_paths=[str(Path(__file__).parents[1])],
+            )
+
+    def log_timings(self, seconds: Mapping[str, float]) -> None:
+        """Wall seconds per phase of the run (``mnist_mlp.speed.PhaseClock``) as ``time/<phase>_s``."""
+        if self.logger is None:
+            return
+        log_batch(self.client, self.run_id, metrics={f"time/{p}_s": s for p, s in seconds.items()})
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+@contextlib.contextmanager
+def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[TrackedRun]:
+    """The MLflow run around fit and test, closed as FINISHED, FAILED or KILLED.
+
+    Lightning closes the run itself when fit or test raise, always as FAILED; a SIGTERM that the
+    trainer saw without raising still makes the run KILLED.
+    """
+    run = TrackedRun(cfg, trainer, datamodule, _mlflow_logger(trainer))
+    run.start()
+    with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm):
+        yield run

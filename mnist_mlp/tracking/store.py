@@ -1,0 +1,112 @@
+"""The MLflow store: opened and checked before anything is trained, and batched writes to it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from mnist_mlp.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_BATCH = 100  # MLflow's limit of params/tags per log_batch call
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def open_store(uri: str, experiment_name: str, artifact_location: str | None = None):
+    """Client and experiment id (created if missing), or a UserError naming ``logger.tracking_uri``.
+
+    Called before training, so a server that is down is reported in seconds, not after the last
+    epoch; a sweep calls it once before launching, so parallel jobs never race on creating the
+    SQLite schema or the experiment. HTTP stores are probed without MLflow's minutes of retries.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    remote = urlparse(uri).scheme in ("http", "https")
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    try:
+        client = MlflowClient(uri)
+        with _env(**quick) if remote else contextlib.nullcontext():
+            experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            try:
+                return client, client.create_experiment(experiment_name, artifact_location)
+            except MlflowException:  # created meanwhile by a job started beside this one
+                experiment = client.get_experiment_by_name(experiment_name)
+                if experiment is None:
+                    raise
+    except Exception as err:  # noqa: BLE001  (any failure here means: no usable store)
+        raise UserError(
+            f"logger.tracking_uri={uri} cannot be used ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:300] if str(err) else ''}). Start the tracking server "
+            "(`mlflow server`, or `make ui` for the local store) or point logger.tracking_uri at "
+            "a reachable store; nothing was trained or recorded."
+        ) from None
+    if experiment.lifecycle_stage == "deleted":
+        raise UserError(
+            f"logger.experiment_name={experiment_name} names a deleted experiment in {uri}: "
+            f"restore it (`mlflow experiments restore --experiment-id "
+            f"{experiment.experiment_id}`) or choose another logger.experiment_name."
+        )
+    return client, experiment.experiment_id
+
+
+def log_batch(client: Any, run_id: str, params: Mapping[str, Any] | None = None,
+              metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
+    """Params and metrics in as few calls as MLflow's per-call limit allows."""
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    items = [("params", Param(k, str(v))) for k, v in (params or {}).items()]
+    items += [("metrics", Metric(k, float(v), now, step)) for k, v in (metrics or {}).items()]
+    for i in range(0, len(items), _BATCH):
+        chunk = items[i : i + _BATCH]
+        client.log_batch(run_id, params=[x for kind, x in chunk if kind == "params"],
+                         metrics=[x for kind, x in chunk if kind == "metrics"])
+
+
+def end_run(client: Any, run_id: str | None, status: str) -> None:
+    """Close a run as FINISHED, FAILED or KILLED; never raise over the error that ended it."""
+    if client is None or run_id is None:
+        return
+    try:
+        client.set_terminated(run_id, status)
+    except Exception as err:  # noqa: BLE001
+        log.warning("Could not mark MLflow run %s as %s: %s", run_id, status, err)
+
+
+@contextlib.contextmanager
+def ending(client: Any, run_id: str | None, killed: Any = lambda: False) -> Iterator[None]:
+    """Close ``run_id`` by how the block ends: KILLED (Ctrl-C, SystemExit, ``killed()``), FAILED, FINISHED.
+
+    Lightning turns Ctrl-C inside fit into ``sys.exit(1)`` and SIGTERM into ``SIGTERMException``
+    (a ``SystemExit``), so any ``KeyboardInterrupt``/``SystemExit`` here means KILLED.
+    """
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        end_run(client, run_id, "KILLED")
+        raise
+    except BaseException:
+        end_run(client, run_id, "FAILED")
+        raise
+    end_run(client, run_id, "KILLED" if killed() else "FINISHED")

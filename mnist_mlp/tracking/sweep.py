@@ -1,0 +1,84 @@
+"""A Hydra multirun as one parent run in MLflow, its jobs nested under it."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+from mnist_mlp.errors import UserError
+from mnist_mlp.tracking.naming import PARENT_TAG, ROLE_TAG, SWEEP_DIR_TAG, SWEEP_KEYS_TAG, swept_keys
+from mnist_mlp.tracking.record import git_tags
+from mnist_mlp.tracking.store import open_store
+
+
+def find_sweep_parent(client: Any, experiment_id: str, sweep_dir: str) -> Any | None:
+    """The parent run the Hydra callback opened for this sweep folder, newest first."""
+    quoted = sweep_dir.replace("'", "\\'")
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{SWEEP_DIR_TAG}` = '{quoted}' and tags.`{ROLE_TAG}` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+class SweepParentRun(HydraCallback):
+    """Hydra callback: before a multirun launches, prepare the store and open one parent run.
+
+    Preparing here, once, keeps parallel jobs (``hydra/launcher=joblib``) from racing on a fresh
+    SQLite store. Jobs find the parent by the sweep folder (tag ``sweep.dir``), so any launcher
+    works. The parent ends FINISHED after the sweep, or at exit with the worst status of its jobs.
+    """
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        lcfg = config.get("logger")
+        if not lcfg or "tracking_uri" not in lcfg:
+            return
+        try:
+            self.client, experiment_id = open_store(
+                lcfg.tracking_uri, lcfg.experiment_name, lcfg.get("artifact_location")
+            )
+        except UserError as err:  # same words and exit status as runner.run_cli
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        overrides = list(config.hydra.overrides.task)
+        keys = swept_keys(overrides)
+        swept = [o for o in overrides if o.split("=", 1)[0] in set(keys)]
+        tags = {ROLE_TAG: "sweep", SWEEP_DIR_TAG: str(config.hydra.sweep.dir),
+                SWEEP_KEYS_TAG: ",".join(keys), **git_tags()}
+        run = self.client.create_run(
+            experiment_id, run_name="sweep " + (" ".join(swept) or "(no swept keys)"), tags=tags
+        )
+        self.run_id = run.info.run_id
+        atexit.register(self._end_if_open)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.run_id is not None:
+            self._end(self._children_status() or "FINISHED")
+
+    def _children_status(self) -> str | None:
+        run = self.client.get_run(self.run_id)
+        children = self.client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.run_id}'"
+        )
+        statuses = {c.info.status for c in children}
+        return next((s for s in ("KILLED", "FAILED") if s in statuses), None)
+
+    def _end_if_open(self) -> None:
+        if self.run_id and self.client.get_run(self.run_id).info.status == "RUNNING":
+            self._end(self._children_status() or "FAILED")
+
+    def _end(self, status: str) -> None:
+        if self.client is not None and self.run_id is not None:
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(self.run_id, status)
