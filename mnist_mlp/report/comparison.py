@@ -31,6 +31,7 @@ from mnist_mlp.report.render import Section, to_html, to_markdown
 #: nor are keys whose last part ends with one of ``_PATH_ENDINGS``.
 _NOT_HYPERPARAMETERS = ("logger.", "hydra.", "callbacks.")
 _PATH_ENDINGS = ("dir", "dirpath", "path")
+SAME = "same settings"  # the configuration label of runs differing only in seeds
 #: Significance level of the comparison's verdicts (Holm-corrected p-values).
 ALPHA = 0.05
 
@@ -180,7 +181,7 @@ def compare(runs: Sequence[RunPredictions], num_classes: int = 10) -> Comparison
         config = ", ".join(f"{key}={run.params.get(key)}" for key in keys if not is_seed(key))
         rows.append(RunRow(run, k / n if n else 0.0, (float(low), float(high)),
                            float(macro_f1(run.label, run.pred, num_classes)[0]),
-                           _f1_per_class(run.label, run.pred, num_classes), config or "same settings"))
+                           _f1_per_class(run.label, run.pred, num_classes), config or SAME))
     rows.sort(key=lambda r: (-r.accuracy, r.run.name, r.run.run_id))
     best, others = rows[0], rows[1:]
     for row in others:
@@ -270,7 +271,8 @@ def conclusions(cmp: Comparison, digits: int = 4) -> list[str]:
     for group in cmp.configs:
         if len(group.runs) > 1:
             acc = group.accuracies
-            out.append(f"Seed spread of {group.config} over {len(acc)} seeds: accuracy "
+            which = "" if group.config == SAME else f" of {group.config}"
+            out.append(f"Seed spread{which} over {len(acc)} seeds: accuracy "
                        f"{_fmt(group.mean, digits)} ± {_fmt(group.std, digits)} (min "
                        f"{_fmt(min(acc), digits)}, max {_fmt(max(acc), digits)}).")
     if len(cmp.configs) > 1:

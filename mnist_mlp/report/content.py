@@ -108,12 +108,14 @@ def _calibration(r: TestResults, n: RunNumbers, digits: int) -> str:
     gap = mean_conf - r.accuracy
     side = "over" if gap > 0 else "under"
     bins = np.flatnonzero(rel.count)
-    worst = int(bins[np.argmax(np.abs(rel.accuracy[bins] - rel.confidence[bins]))])
-    top = "; ".join(f"top-{k} accuracy {_f(v, digits)}" for k, v in n.top_k.items())
+    # the bin contributing most to the ECE (not the largest gap: a bin of 3 images is noise)
+    worst = int(bins[np.argmax(rel.count[bins] * np.abs(rel.accuracy[bins] - rel.confidence[bins]))])
+    top = "; ".join(f"Top-{k} accuracy {_f(v, digits)}" for k, v in n.top_k.items())
     return (f"Calibration: expected calibration error {_f(rel.ece, digits)} ({ECE_BINS} bins); the "
             f"mean top-class probability {_f(mean_conf, digits)} is {abs(gap) * 100:.2f} points "
             f"{'above' if gap > 0 else 'below'} the accuracy ({side}confident on average); the "
-            f"largest gap is in the bin ({rel.edges[worst]:.2f}, {rel.edges[worst + 1]:.2f}] "
+            f"largest share of the ECE comes from the bin ({rel.edges[worst]:.2f}, "
+            f"{rel.edges[worst + 1]:.2f}] "
             f"({rel.count[worst]} images, accuracy {_f(rel.accuracy[worst], digits)}, confidence "
             f"{_f(rel.confidence[worst], digits)}). {top}.")
 

@@ -77,7 +77,8 @@ def figure_files(r: TestResults, n: RunNumbers, images: np.ndarray | None,
             a, b = n.pair
             out["mistakes_pair.png"] = figures.mistakes_png(
                 images, n.pair_mistakes, r,
-                f"Most-confused pair {a}↔{b}: {len(n.pair_mistakes)} of its errors, most confident first")
+                f"Most-confused pair {a}↔{b}: {len(n.pair_mistakes)} of its "
+                f"{r.confusion[a][b] + r.confusion[b][a]} errors, most confident first")
     return out
 
 
