@@ -41,6 +41,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the test metrics and the optimised metric, as floats."""
     clock = PhaseClock()
     report.check_digits(cfg.get("report_digits", 4))  # a typo must not cost a training run
+    report.Settings.from_config(cfg.get("report"))
     apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)

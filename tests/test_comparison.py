@@ -8,6 +8,8 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -151,6 +153,9 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
     p = binomtest(int((ra & ~rb).sum()), discordant, 0.5).pvalue
     assert float(other["mcnemar_p"]) == pytest.approx(p, rel=1e-12)
     assert best["config_runs"] == "2"  # seed-only differences: one configuration
+    # Logged by the callback before the parent run closed (Hydra ends callbacks in reverse order).
+    logged = Path(urlparse(parent.info.artifact_uri).path) / "comparison"
+    assert (logged / "comparison.csv").stat().st_mtime * 1000 <= parent.info.end_time
 
     # compare.py with loose run ids: a new comparison run; then a run with other test data: refused.
     ids = [j.info.run_id for j in jobs]

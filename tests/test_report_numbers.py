@@ -15,6 +15,7 @@ from test_metrics import LABELS, C, measure
 from torchmetrics.classification import MulticlassCalibrationError
 
 from mnist_mlp import report
+from mnist_mlp.errors import UserError
 from mnist_mlp.metrics import TestMetrics
 from mnist_mlp.report import numbers
 from mnist_mlp.report.history import EpochHistory
@@ -174,3 +175,11 @@ def test_learning_curves_come_from_the_epoch_history(tmp_path):
     cb.epochs = [dict(h) for h in history]
     cb.load_state_dict({"epochs": history[:1]})
     assert cb.epochs == history
+
+
+@pytest.mark.parametrize("key,value", [("bootstrap_resamples", 0), ("mistakes", "many"),
+                                       ("bootstrap_seed", -1), ("mistakes", True)])
+def test_bad_report_settings_are_refused_naming_the_key(key, value):
+    with pytest.raises(UserError, match=rf"report\.{key}=.* must be a whole number"):
+        report.Settings.from_config({key: value})
+    assert report.Settings.from_config(None) == report.Settings()

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mnist_mlp.errors import UserError
+
 if TYPE_CHECKING:
     from mnist_mlp.metrics import TestResults
 
@@ -35,9 +37,15 @@ class Settings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> Settings:
-        cfg = dict(cfg or {})
-        return cls(**{k: int(cfg[k]) for k in ("bootstrap_resamples", "bootstrap_seed", "mistakes")
-                      if cfg.get(k) is not None})
+        """From the ``report`` config group; checked before training, so a typo costs no run."""
+        values = {}
+        for key, low in (("bootstrap_resamples", 1), ("bootstrap_seed", 0), ("mistakes", 1)):
+            value = (cfg or {}).get(key, getattr(cls, key))
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"report.{key}={value!r} is not allowed: it must be a whole number "
+                                f">= {low} (default {getattr(cls, key)}). Fix the value and run again.")
+            values[key] = value
+        return cls(**values)
 
 
 def wilson_interval(successes: Any, n: Any) -> tuple[np.ndarray, np.ndarray]:
