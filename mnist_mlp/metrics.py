@@ -181,17 +181,19 @@ def ranking_collection(num_classes: int) -> MetricCollection:
     """AUROC, AP and their curves, exact (``thresholds=None``), as one compute group.
 
     All six members keep the same state (every probability and label), so with compute groups the
-    collection stores it once and updates it once per batch. Updated every batch and computed
-    once at epoch end: a ``compute()`` between updates could leave grouped members stale.
+    collection stores it once and updates it once per batch. No argument validation: it syncs the
+    host per batch on a GPU, and ``TestMetrics`` already refuses labels outside the classes.
+    Updated every batch and computed once at epoch end: a ``compute()`` between updates could leave
+    grouped members stale.
     """
-    c = num_classes
+    c, kw = num_classes, {"thresholds": None, "validate_args": False}  # labels checked by TestMetrics
     return MetricCollection({
-        "auroc": MulticlassAUROC(c, average="none", thresholds=None),
-        "auroc_macro": MulticlassAUROC(c, average="macro", thresholds=None),
-        "ap": MulticlassAveragePrecision(c, average="none", thresholds=None),
-        "ap_macro": MulticlassAveragePrecision(c, average="macro", thresholds=None),
-        "roc": MulticlassROC(c, thresholds=None),
-        "pr": MulticlassPrecisionRecallCurve(c, thresholds=None),
+        "auroc": MulticlassAUROC(c, average="none", **kw),
+        "auroc_macro": MulticlassAUROC(c, average="macro", **kw),
+        "ap": MulticlassAveragePrecision(c, average="none", **kw),
+        "ap_macro": MulticlassAveragePrecision(c, average="macro", **kw),
+        "roc": MulticlassROC(c, **kw),
+        "pr": MulticlassPrecisionRecallCurve(c, **kw),
     }, compute_groups=True)
 
 

@@ -157,11 +157,16 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
     logged = Path(urlparse(parent.info.artifact_uri).path) / "comparison"
     assert (logged / "comparison.csv").stat().st_mtime * 1000 <= parent.info.end_time
 
+    # compare.py without run ids: the latest sweep, recorded into its parent again.
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    base = [sys.executable, str(ROOT / "compare.py"), f"hydra.run.dir={tmp_path}/compare",
+            *store_overrides(tmp_path)[:2]]
+    done = subprocess.run(base, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and f"logged to MLflow run {parent.info.run_id}" in done.stdout, done.stderr
+
     # compare.py with loose run ids: a new comparison run; then a run with other test data: refused.
     ids = [j.info.run_id for j in jobs]
-    cmd = [sys.executable, str(ROOT / "compare.py"), f"runs=[{ids[0]},{ids[1]}]",
-           f"hydra.run.dir={tmp_path}/compare", *store_overrides(tmp_path)[:2]]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    cmd = [*base, f"runs=[{ids[0]},{ids[1]}]"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     (new,) = client.search_runs([exp], "tags.`mnist_mlp.role` = 'compare'")

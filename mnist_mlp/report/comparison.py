@@ -1,8 +1,8 @@
 """Comparing tested runs on their shared test set: ranking, seed spread, McNemar, per-class F1.
 
 Pure numbers and files from each run's ``predictions.csv`` and params; ``comparison_store`` finds the
-runs in MLflow and records the result. Every per-run number (accuracy and its Wilson interval,
-macro-F1) comes from ``numbers``, the same functions as the run's own report.
+runs in MLflow and records the result. Every per-run number (accuracy, per-class and macro F1, the
+Wilson interval) comes from the functions the run's own report uses (``metrics``, ``numbers``).
 
 - Exact McNemar test: of the images exactly one of two runs gets right, how many each gets right
   (``b``, ``c``); two-sided binomial test of ``b`` out of ``b + c`` at 1/2 (``scipy.stats.binomtest``).
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from mnist_mlp.errors import UserError
-from mnist_mlp.report.numbers import CONFIDENCE, macro_f1, wilson_interval
+from mnist_mlp.metrics import scores_from_confusion
+from mnist_mlp.report.numbers import CONFIDENCE, wilson_interval
 from mnist_mlp.report.render import Section, to_html, to_markdown
 
 #: Parameters that are where a run wrote things, not how it trained: never "differing hyperparameters";
@@ -162,10 +163,10 @@ class Comparison:
         return self.rows[0]
 
 
-def _f1_per_class(label: np.ndarray, pred: np.ndarray, c: int) -> list[float]:
-    tp = np.bincount(label[label == pred], minlength=c).astype(float)
-    den = np.bincount(label, minlength=c) + np.bincount(pred, minlength=c)
-    return np.divide(2 * tp, den, out=np.zeros(c), where=den > 0).tolist()
+def _scores(run: RunPredictions, c: int) -> dict[str, Any]:
+    """The run's report numbers (``metrics.scores_from_confusion``), from its predictions."""
+    confusion = np.bincount(run.label * c + run.pred, minlength=c * c).reshape(c, c)
+    return scores_from_confusion(confusion)
 
 
 def compare(runs: Sequence[RunPredictions], num_classes: int = 10) -> Comparison:
@@ -176,12 +177,12 @@ def compare(runs: Sequence[RunPredictions], num_classes: int = 10) -> Comparison
     keys = differing_params(runs)
     rows = []
     for run in runs:
-        n, k = len(run.label), int(run.correct.sum())
-        low, high = wilson_interval(k, n)
+        scores = _scores(run, num_classes)
+        low, high = wilson_interval(int(run.correct.sum()), len(run.label))
         config = ", ".join(f"{key}={run.params.get(key)}" for key in keys if not is_seed(key))
-        rows.append(RunRow(run, k / n if n else 0.0, (float(low), float(high)),
-                           float(macro_f1(run.label, run.pred, num_classes)[0]),
-                           _f1_per_class(run.label, run.pred, num_classes), config or SAME))
+        rows.append(RunRow(run, scores["accuracy"], (float(low), float(high)),
+                           scores["averages"]["macro"]["f1"], scores["per_class"]["f1"],
+                           config or SAME))
     rows.sort(key=lambda r: (-r.accuracy, r.run.name, r.run.run_id))
     best, others = rows[0], rows[1:]
     for row in others:
