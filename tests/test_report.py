@@ -12,6 +12,7 @@ from test_metrics import CASES, _rng, measure
 
 from mnist_mlp import report
 from mnist_mlp.errors import UserError
+from mnist_mlp.report import files
 
 LABELS = list(range(10))
 HPARAMS = {"learning_rate": 0.1, "batch_size": 100, "epochs": 30}
@@ -119,7 +120,7 @@ def test_a_failed_write_leaves_the_complete_old_file(tmp_path, monkeypatch):
     def broken(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", broken)
+    monkeypatch.setattr(files.os, "replace", broken)
     with pytest.raises(UserError, match=rf"Cannot write the report files into {tmp_path}"):
         _write(tmp_path, "mostly_right")
     assert (tmp_path / "predictions.csv").read_bytes() == before

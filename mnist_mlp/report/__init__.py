@@ -9,8 +9,6 @@ sections and conclusions; ``render`` Markdown and HTML; ``files`` writes the rep
 
 from __future__ import annotations
 
-import os  # noqa: F401  (tests patch report.os.replace to simulate a full disk)
-
 from mnist_mlp.report.content import BALANCED_RATIO, conclusions, sections
 from mnist_mlp.report.files import check_digits, target_text, train_hyperparameters, write_report
 from mnist_mlp.report.numbers import Settings, most_confused
