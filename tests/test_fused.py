@@ -228,3 +228,44 @@ def test_a_plain_loader_of_single_batches_trains_one_step_per_batch():
     trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=50))
     assert trainer.global_step == 3
     assert 0 <= float(trainer.callback_metrics["train/acc"]) <= 1
+
+
+def _fake_module(device="cuda", optimizer=None, strategy=None, **hparams):
+    """What ``graph_blocker`` reads of a LightningModule on a GPU (no GPU needed)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = optimizer or torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    trainer = SimpleNamespace(
+        world_size=2 if strategy == "ddp" else 1, precision=hparams.pop("precision", "32-true"),
+        strategy=DDPStrategy() if strategy == "ddp" else SingleDeviceStrategy("cpu"),
+        lr_scheduler_configs=hparams.pop("schedulers", []))
+    return SimpleNamespace(device=torch.device(device), trainer=trainer, hparams=hparams,
+                           optimizers=lambda: SimpleNamespace(optimizer=optimizer))
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [({}, None),
+     ({"device": "cpu"}, "the device is cpu"),
+     ({"cuda_graph": False}, "model.cuda_graph=false"),
+     ({"strategy": "ddp"}, "strategy DDPStrategy"),
+     ({"precision": "bf16-mixed"}, "precision bf16-mixed"),
+     ({"compile": True}, "model.compile=true"),
+     ({"gradient_clip_val": 1.0}, "gradient clipping"),
+     ({"schedulers": ["cosine"]}, "LR scheduler"),
+     ({"optimizer": "adam"}, "Adam is not capturable"),
+     ({"optimizer": "adam-capturable"}, None),
+     ({"optimizer": "sgd-dampening"}, "SGD is not capturable")],
+)
+def test_the_cuda_graph_is_refused_where_a_captured_step_would_be_wrong(changes, why):
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizers = {"adam": torch.optim.Adam(params), "sgd-dampening":
+                  torch.optim.SGD(params, lr=0.1, momentum=0.9, dampening=0.1),
+                  "adam-capturable": torch.optim.Adam(params, capturable=True)}
+    if "optimizer" in changes:
+        changes = {**changes, "optimizer": optimizers[changes["optimizer"]]}
+    blocker = fused.graph_blocker(_fake_module(**changes))
+    assert blocker == why if why is None else why in blocker
