@@ -9,9 +9,11 @@ one batch: forward, cross-entropy, ``zero_grad`` (to None), backward, optional c
 step, step-interval schedulers; so the batch order, the number of steps and the random draws
 (dropout) are those of K=1, and the weights come out bitwise equal on the CPU.
 
-Training loss and accuracy are accumulated on the device as a loss sum (each batch's mean loss
-times its size, the sum ``MeanMetric`` keeps) and a correct count, and read once per epoch through
-``TrainTotals``, which also syncs them across DDP ranks: no torchmetrics call per batch.
+Training loss and accuracy stay on the device: the eager step keeps each batch's loss and predicted
+classes (one ``argmax`` per step, no other op) and sums them once per epoch, in float64, into a loss
+sum (each batch's mean loss times its size) and a correct count; the graph step adds them up inside
+the graph. ``TrainTotals`` reads them once per epoch and syncs them across DDP ranks: no
+torchmetrics call per batch.
 
 On CUDA the whole step is captured once as a CUDA graph and replayed (``GraphStep``), where nothing
 in the configuration stops it; otherwise the eager fused step runs. One log line says which.
@@ -123,15 +125,31 @@ class EagerStep:
         self.count_correct = count_correct
         self.loss_sum = torch.zeros((), device=module.device)
         self.correct = torch.zeros((), dtype=torch.long, device=module.device)
-        self.count = 0
-        self.epoch_steps = 0
+        self.reset()
 
     def reset(self) -> None:
-        """Zeroes the epoch totals in place (a captured graph keeps adding to the same memory)."""
+        """Starts the epoch's totals (in place: a captured graph keeps adding to the same memory)."""
         self.loss_sum.zero_()
         self.correct.zero_()
         self.count = 0
         self.epoch_steps = 0
+        self.losses: list[torch.Tensor] = []
+        self.sizes: list[int] = []
+        self.preds: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def iteration_loss(self, steps: int) -> torch.Tensor:
+        """The summed loss of the last ``steps`` steps: non-finite when one of them was."""
+        return torch.stack(self.losses[-steps:]).sum()
+
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The epoch's loss sum, correct count and sample count, added up once (float64 sums)."""
+        if self.losses:
+            sizes = torch.tensor(self.sizes, dtype=torch.float64, device=self.loss_sum.device)
+            self.loss_sum.copy_((torch.stack(self.losses).double() * sizes).sum())
+        if self.preds:
+            self.correct.copy_((torch.cat(self.preds) == torch.cat(self.targets)).sum())
+        return self.loss_sum, self.correct, self.count
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         module, optimizer = self.module, self.optimizer
@@ -161,9 +179,11 @@ class EagerStep:
         self._accumulate(logits, loss, y)
 
     def _accumulate(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum.add_(loss * len(y))  # MeanMetric's (value * weight) in float32
+        self.losses.append(loss)
+        self.sizes.append(len(y))
         if self.count_correct:
-            self.correct.add_((logits.argmax(dim=1) == y).sum())
+            self.preds.append(logits.argmax(dim=1))
+            self.targets.append(y)
         self.count += len(y)
 
 
@@ -228,6 +248,18 @@ class GraphStep(EagerStep):
         self.optimizer._on_after_step()
         self.count += len(y)
         self.epoch_steps += 1
+
+    def _accumulate(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum.add_(loss * len(y))  # into the memory the graph adds to
+        if self.count_correct:
+            self.correct.add_((logits.argmax(dim=1) == y).sum())
+        self.count += len(y)
+
+    def iteration_loss(self, steps: int) -> torch.Tensor:
+        return self.loss_sum  # the epoch's running sum: non-finite from the first bad step on
+
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.loss_sum, self.correct, self.count
 
     def _params(self) -> list[torch.nn.Parameter]:
         return [p for g in self.optimizer.optimizer.param_groups for p in g["params"]]

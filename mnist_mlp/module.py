@@ -84,19 +84,19 @@ class MnistLitModule(L.LightningModule):
 
     def training_step(self, chunk: list[tuple[torch.Tensor, ...]], batch_idx: int) -> torch.Tensor:
         """One optimizer step per batch of the chunk (or of a single ``(x, y, ...)`` batch from
-        another loader); returns the epoch's running loss sum (on the device, non-finite from the
-        first non-finite loss on: what the NaN check reads)."""
+        another loader); returns the iteration's summed loss (on the device, non-finite when one
+        step's loss was: what the NaN check reads)."""
         if torch.is_tensor(chunk[0]):
             chunk = [chunk]
         for batch in chunk:
             self.fused_step(batch[0], batch[1])
-        return self.fused_step.loss_sum
+        return self.fused_step.iteration_loss(len(chunk))
 
     def on_train_epoch_end(self) -> None:
         self._step_epoch_schedulers()
         if self.train_metrics:
             # One torchmetrics update per epoch; compute() syncs across DDP ranks.
-            self.train_totals.update(self.fused_step.loss_sum, self.fused_step.correct, self.fused_step.count)
+            self.train_totals.update(*self.fused_step.totals())
             totals = self.train_totals.compute()
             self.train_totals.reset()
             self.log_dict({"train/loss": totals["loss"], "train/acc": totals["acc"]},
