@@ -45,8 +45,9 @@ class MlflowServer:
             time.sleep(0.5)
         raise TimeoutError(f"mlflow server on {self.uri} did not start")
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server and its uvicorn workers; SIGKILL: at once, as a crashed server."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
+            os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=60)
         self.proc = None

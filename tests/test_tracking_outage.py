@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -102,7 +103,7 @@ def test_server_back_mid_run_gets_everything_and_the_run_finishes(synthetic_mnis
         proc = _start_train(tmp_path, server.uri, data_overrides(data_dir, md5s), 0.3, hold)
         client = MlflowClient(server.uri)
         run_id = _wait_for_first_epoch(client, proc)
-        server.stop()
+        server.stop(signal.SIGKILL)
         time.sleep(3)  # training goes on meanwhile
         server.start()
         time.sleep(3)  # the buffer retries every second
@@ -127,7 +128,7 @@ def test_server_back_after_the_run_then_sync_uploads_it(synthetic_mnist, tmp_pat
         proc = _start_train(tmp_path, server.uri, data_overrides(data_dir, md5s), sleep_s=0.5)
         client = MlflowClient(server.uri)
         run_id = _wait_for_first_epoch(client, proc)
-        server.stop()
+        server.stop(signal.SIGKILL)
         stopped = time.monotonic()
         out, err = proc.communicate(timeout=600)
         assert time.monotonic() - stopped < 120  # no minutes of retries

@@ -99,6 +99,11 @@ class Journal:
         (self.root / META).write_text(json.dumps(meta, indent=1))
         (self.root / JOURNAL).touch()
 
+    @property
+    def folder(self) -> Path:
+        """What to give the sync command: the run's output folder when the buffer is in it."""
+        return self.root.parent if self.root.name == "mlflow_buffer" else self.root
+
     def meta(self) -> dict[str, Any]:
         return json.loads((self.root / META).read_text())
 
@@ -170,19 +175,26 @@ def _load_net(path: str) -> Any:
 
 def counts(entries: list[dict[str, Any]]) -> dict[str, int]:
     """What a list of entries holds: metric values, params, tags, artifact uploads, models, ends."""
-    out = dict.fromkeys(("metric values", "params", "tags", "artifact uploads", "models", "end status"), 0)
+    out = dict.fromkeys(("metric value", "param", "tag", "artifact upload", "model", "end status"), 0)
     for e in entries:
-        out["metric values"] += len(e.get("metrics", []))
-        out["params"] += len(e.get("params", []))
-        out["tags"] += len(e.get("tags", [])) + (e["op"] == "set_tag")
-        out["artifact uploads"] += e["op"] in ("log_artifact", "log_artifacts")
-        out["models"] += e["op"] == "log_model"
+        out["metric value"] += len(e.get("metrics", []))
+        out["param"] += len(e.get("params", []))
+        out["tag"] += len(e.get("tags", [])) + (e["op"] == "set_tag")
+        out["artifact upload"] += e["op"] in ("log_artifact", "log_artifacts")
+        out["model"] += e["op"] == "log_model"
         out["end status"] += e["op"] == "set_terminated"
     return out
 
 
 def describe(entries: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{n} {what}" for what, n in counts(entries).items() if n) or "nothing"
+    """``99 metric values, 1 tag, 2 artifact uploads, the model, the end status``."""
+    parts = []
+    for what, n in counts(entries).items():
+        if what in ("model", "end status") and n:
+            parts.append(f"the {what}")
+        elif n:
+            parts.append(f"{n} {what}{'s' if n > 1 else ''}")
+    return ", ".join(parts) or "nothing"
 
 
 class BufferedClient:
@@ -287,7 +299,7 @@ class BufferedClient:
             "artifacts are kept in %s and sent when the server answers again (tried every %g s). "
             "If the run ends first, send them later with: %s %s",
             self.tracking_uri, why, self.journal.root, self.retry_seconds, SYNC_COMMAND,
-            self.journal.root.parent,
+            self.journal.folder,
         )
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
@@ -338,7 +350,7 @@ class BufferedClient:
         pending = [e for _, e in self.journal.pending()]
         print(f"MLflow run not complete in {self.tracking_uri}: the server did not answer before the "
               f"run ended; {describe(pending)} are kept in {self.journal.root}. Send them when it is "
-              f"back: {SYNC_COMMAND} {self.journal.root.parent}", flush=True)
+              f"back: {SYNC_COMMAND} {self.journal.folder}", flush=True)
         return False
 
 
