@@ -71,6 +71,9 @@ def reason(err: BaseException) -> str:
     found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
     if found:
         return found.group(0)
+    caused = re.search(r"Caused by \w+\('([^']+)'(?:, \w+\('([^']+))?", text)
+    if caused:
+        return ": ".join(g.rstrip(".") for g in caused.groups() if g)
     if "timed out" in text or "Timeout" in text:
         return "timed out"
     return text.splitlines()[0][:160] if text else type(err).__name__
