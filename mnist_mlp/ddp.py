@@ -8,12 +8,19 @@ checkpoints (Lightning's strategy) and the report (``runner.test_and_report``).
 from __future__ import annotations
 
 import signal
+import warnings
 from types import FrameType
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
+
+# The epoch metrics are torchmetrics values whose compute() already synced every rank; Lightning
+# still advises sync_dist=True once per key (about 60 lines per DDP run), advice that does not apply.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self\.log\('.*', \.\.\., sync_dist=True\)`"
+)
 
 
 def is_rank_zero() -> bool:
