@@ -52,6 +52,12 @@ def _wait_for_first_epoch(client: MlflowClient, proc: subprocess.Popen) -> str:
     raise AssertionError(f"no epoch recorded: {proc.communicate(timeout=60)[1][-3000:]}")
 
 
+def _wait_for_log(tmp_path: Path, text: str) -> None:
+    log, deadline = tmp_path / "outputs" / "train.log", time.monotonic() + 300
+    while text not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
 def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
     out = set()
     for a in client.list_artifacts(run_id, path):
@@ -107,10 +113,7 @@ def test_server_back_mid_run_gets_everything_and_the_run_finishes(synthetic_mnis
         server.stop(signal.SIGKILL)
         time.sleep(3)  # training goes on meanwhile
         server.start()
-        log = tmp_path / "outputs" / "train.log"
-        deadline = time.monotonic() + 300
-        while "answers again" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.5)  # the buffer retries every second, then sends what it kept
+        _wait_for_log(tmp_path, "answers again")  # retried every second, then sent what it kept
         hold.unlink()
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
@@ -129,11 +132,15 @@ def test_server_back_after_the_run_then_sync_uploads_it(synthetic_mnist, tmp_pat
     data_dir, md5s = synthetic_mnist
     server = MlflowServer(tmp_path / "server").start()
     try:
-        proc = _start_train(tmp_path, server.uri, data_overrides(data_dir, md5s), sleep_s=0.5)
+        hold = tmp_path / "hold"  # the last epoch waits for it to go: the outage starts mid-run
+        hold.touch()
+        proc = _start_train(tmp_path, server.uri, data_overrides(data_dir, md5s), 0.3, hold)
         client = MlflowClient(server.uri)
         run_id = _wait_for_first_epoch(client, proc)
         server.stop(signal.SIGKILL)
         stopped = time.monotonic()
+        _wait_for_log(tmp_path, "does not answer")
+        hold.unlink()
         out, err = proc.communicate(timeout=600)
         assert time.monotonic() - stopped < 120  # no minutes of retries
         assert proc.returncode == 0, err[-3000:]
