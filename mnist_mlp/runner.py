@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from mnist_mlp import ddp, faults, report, tracking, validation
 from mnist_mlp.errors import UserError
+from mnist_mlp.report import history
 from mnist_mlp.speed import PhaseClock, apply_torch_settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the test metrics and the optimised metric, as floats."""
     clock = PhaseClock()
     report.check_digits(cfg.get("report_digits", 4))  # a typo must not cost a training run
+    report.Settings.from_config(cfg.get("report"))
     apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
@@ -80,7 +82,9 @@ def test_and_report(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Tra
     trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True, verbose=False)
     if trainer.is_global_zero:  # every rank holds the same synced results; one writes
         report.write_report(cfg.report_dir, model.test_results, str(model.net),
-                            report.train_hyperparameters(cfg), cfg.get("report_digits", 4))
+                            report.train_hyperparameters(cfg), cfg.get("report_digits", 4),
+                            images=datamodule.test_images(), history=history.from_trainer(trainer),
+                            settings=report.Settings.from_config(cfg.get("report")))
 
 
 def run_cli(cfg: DictConfig) -> float | None:
