@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,18 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from mlflow_server import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
 DB_USER = "mlflow"
 # Seconds a worker trusts a checked password. Off (MLflow's default), every request pays a scrypt
 # hash check (~0.1 s of CPU here): eight jobs' requests kept a worker busy for minutes.
 AUTH_CACHE_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

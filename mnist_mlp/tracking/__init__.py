@@ -9,7 +9,10 @@ metrics; this package adds what it does not, one module per job:
 * ``record``: the resolved config as dotted params, git state, Hydra's overrides;
 * ``run``: one training job's run (params, tags, config files, report, best checkpoint, model);
 * ``sweep``: a parent run per Hydra multirun;
-* ``evaluation``: ``evaluate.py run_id=<id>``'s checkpoint download and its new, linked run.
+* ``evaluation``: ``evaluate.py run_id=<id>``'s checkpoint download and its new, linked run;
+* ``offline``, ``buffered_logger``, ``sync``: a tracking server that stops answering mid-run costs
+  nothing: writes are kept in the run's output folder and sent when it answers again, or later by
+  ``python -m mnist_mlp.tracking.sync <output dir>``.
 
 Layout in the store (``logger.tracking_uri``, experiment ``logger.experiment_name``):
 

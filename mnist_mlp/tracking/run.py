@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp.tracking import offline
 from mnist_mlp.tracking.naming import (
     BEST_CKPT_TAG,
     CKPT_DIR,
@@ -36,8 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def _mlflow_logger(trainer: Any) -> Any | None:
+    """The run's MLFlowLogger; None on DDP ranks other than 0, which record nothing.
+
+    Lightning's DDP re-launches train.py once per extra rank, each running ``runner.run`` from the
+    top; only rank 0 owns the run, as Lightning's logger itself logs from rank 0 only.
+    """
     from lightning.pytorch.loggers import MLFlowLogger
 
+    from mnist_mlp.ddp import is_rank_zero
+
+    if not is_rank_zero():
+        return None
     return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
 
 
@@ -64,6 +74,7 @@ class TrackedRun:
             experiment_id)}
         self.logger.tags = {**tags, **(self.logger.tags or {})}
         self.run_id = self.logger.run_id  # MLFlowLogger creates the run here
+        self.client = self.logger.experiment  # one client: BufferedMLFlowLogger's survives an outage
         log_batch(self.client, self.run_id, params=config_params(self.cfg))
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
@@ -110,7 +121,7 @@ class TrackedRun:
         if best and Path(best).is_file():
             self.client.log_artifact(self.run_id, best, CKPT_DIR)
             self.client.set_tag(self.run_id, BEST_CKPT_TAG, f"{CKPT_DIR}/{Path(best).name}")
-        self.log_model(self.trainer.lightning_module.net)
+        offline.log_model(self.client, self.run_id, self.trainer.lightning_module.net, self.log_model)
 
     def log_model(self, net: Any) -> None:
         """The bare network, on CPU in eval mode, as logged model ``model`` of this run.
@@ -164,5 +175,8 @@ def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[Trac
     """
     run = TrackedRun(cfg, trainer, datamodule, _mlflow_logger(trainer))
     run.start()
-    with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm):
-        yield run
+    try:
+        with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm):
+            yield run
+    finally:
+        offline.close(run.client)  # sends what a server outage kept back, or says how to
