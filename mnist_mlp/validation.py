@@ -69,12 +69,16 @@ RULES: tuple[Rule, ...] = (
     Rule("data.mean", float, math.isfinite, "a finite number"),
     Rule("trainer.max_epochs", int, lambda v: v >= 1 or v == -1, "an integer >= 1 (-1: no limit)"),
     Rule("test_ckpt", str, lambda v: v in ("best", "last"), "best or last"),
+    Rule("callbacks.progress_bar.mode", str, lambda v: v in ("auto", "bar", "lines"),
+         "auto (the bar on a terminal, one line per epoch otherwise), bar or lines"),
+    Rule("logger.system_metrics", bool, lambda v: True, "true or false"),
+    _positive("logger.system_metrics_interval"),
 )
 
 
 def _type_ok(value: Any, kind: type) -> bool:
     if isinstance(value, bool):  # bool is an int to Python, never a size or a rate here
-        return False
+        return kind is bool
     return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 

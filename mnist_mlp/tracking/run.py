@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import tempfile
@@ -14,10 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp.tracking.datasets import log_datasets
+from mnist_mlp.tracking.describe import describe_run
 from mnist_mlp.tracking.naming import (
     BEST_CKPT_TAG,
     CKPT_DIR,
-    MODEL_NAME,
     PARENT_TAG,
     REPORT_DIR,
     ROLE_TAG,
@@ -31,6 +31,7 @@ from mnist_mlp.tracking.naming import (
 from mnist_mlp.tracking.record import config_params, git_tags, hydra_config, overrides_yaml
 from mnist_mlp.tracking.store import ending, log_batch, open_store
 from mnist_mlp.tracking.sweep import find_sweep_parent
+from mnist_mlp.tracking.system import system_metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,10 @@ class TrackedRun:
         tags = {ROLE_TAG: "train", **git_tags(), **self._data_tags(), **self._sweep_tags(
             experiment_id)}
         self.logger.tags = {**tags, **(self.logger.tags or {})}
+        self.logger.owned = True  # ended by tracked_run's ``ending``, not after fit (tracking.logger)
         self.run_id = self.logger.run_id  # MLFlowLogger creates the run here
         log_batch(self.client, self.run_id, params=config_params(self.cfg))
+        log_datasets(self.client, self.run_id, self.datamodule)
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
             Path(tmp, "overrides.yaml").write_text(overrides_yaml())
@@ -110,49 +113,23 @@ class TrackedRun:
         if best and Path(best).is_file():
             self.client.log_artifact(self.run_id, best, CKPT_DIR)
             self.client.set_tag(self.run_id, BEST_CKPT_TAG, f"{CKPT_DIR}/{Path(best).name}")
-        self.log_model(self.trainer.lightning_module.net)
+        module = self.trainer.lightning_module
+        describe_run(self.client, self.run_id, self.cfg, self.trainer.callback_metrics,
+                     module.test_results)
+        self.log_model(module)
 
-    def log_model(self, net: Any) -> None:
-        """The bare network, on CPU in eval mode, as logged model ``model`` of this run.
+    def log_model(self, module: Any) -> None:
+        """The network as logged model ``model``, loadable without pickle (``tracking.model``)."""
+        from mnist_mlp.tracking.model import log_model
 
-        ``mlflow.pytorch.log_model`` files the model under the active run's experiment, so the run
-        is resumed for the call (its ending is then set by ``ending``). Pickle serialisation with
-        explicit requirements and signature avoids MLflow's slow requirement inference; the package
-        goes along as code so the model loads without this project installed.
-        """
-        import mlflow
-        import mlflow.pytorch
-        import numpy as np
-        import torch
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        net = copy.deepcopy(net).cpu().eval()
-        n_in, n_out = net.wih.in_features, net.who.out_features
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_in))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_out))]),
-        )
-        requirements = [f"torch=={torch.__version__.split('+')[0]}",
-                        f"omegaconf=={_version('omegaconf')}"]
-        mlflow.set_tracking_uri(self.cfg.logger.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(
-                net, name=MODEL_NAME, signature=signature, serialization_format="pickle",
-                pip_requirements=requirements, code_paths=[str(Path(__file__).parents[1])],
-            )
+        log_model(self.run_id, self.cfg.logger.tracking_uri, module, self.datamodule,
+                  getattr(self.logger, "registered_model_name", None))
 
     def log_timings(self, seconds: Mapping[str, float]) -> None:
         """Wall seconds per phase of the run (``mnist_mlp.speed.PhaseClock``) as ``time/<phase>_s``."""
         if self.logger is None:
             return
         log_batch(self.client, self.run_id, metrics={f"time/{p}_s": s for p, s in seconds.items()})
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import version
-
-    return version(dist)
 
 
 @contextlib.contextmanager
@@ -164,5 +141,9 @@ def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[Trac
     """
     run = TrackedRun(cfg, trainer, datamodule, _mlflow_logger(trainer))
     run.start()
-    with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm):
+    lg = run.logger
+    monitor = system_metrics(run.run_id, cfg.logger.get("tracking_uri"),
+                             bool(getattr(lg, "system_metrics", False)) and trainer.is_global_zero,
+                             getattr(lg, "system_metrics_interval", 5.0))
+    with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm), monitor:
         yield run
