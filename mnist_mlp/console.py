@@ -80,7 +80,8 @@ class EpochLines(ProgressBar):
         text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in sorted(metrics.items()))
         seconds = time.perf_counter() - self._epoch_start
-        print(f"Epoch {self._pending + 1}/{trainer.max_epochs}: {text} ({seconds:.1f} s)", flush=True)
+        of = f"/{trainer.max_epochs}" if (trainer.max_epochs or -1) > 0 else ""
+        print(f"Epoch {self._pending + 1}{of}: {text} ({seconds:.1f} s)", flush=True)
         self._pending = None
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, data_overrides, store_overrides
+from conftest import ROOT, data_overrides, store_overrides, write_synthetic_mnist
 from mlflow import MlflowClient
 
 import mnist_mlp  # noqa: F401
@@ -42,8 +42,6 @@ def _train(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The finished run, its client, its log and where its data and outputs are."""
-    from conftest import write_synthetic_mnist
-
     tmp = tmp_path_factory.mktemp("run")
     md5s = write_synthetic_mnist(tmp / "data")
     proc = _train(tmp, f"trainer.max_epochs={EPOCHS}", f"model.lr={LR}",
@@ -91,8 +89,6 @@ def test_the_run_lists_mnist_splits_as_dataset_inputs(run):
 
 
 def test_dataset_digests_follow_the_verified_md5s_and_the_split(tmp_path):
-    from conftest import write_synthetic_mnist
-
     from mnist_mlp.tracking.datasets import split_inputs
 
     def digests(seed: int, val_size: int) -> dict[str, str]:
@@ -200,8 +196,6 @@ def test_mlflow_models_predict_scores_a_csv_of_images(run, tmp_path):
 
 
 def test_each_job_of_a_sweep_counts_only_its_own_startup(tmp_path):
-    from conftest import write_synthetic_mnist
-
     md5s = write_synthetic_mnist(tmp_path / "data")
     proc = _train(tmp_path, "-m", "seed=1,2", "trainer.max_epochs=1", "logger.system_metrics=false",
                   *data_overrides(tmp_path / "data", md5s), *store_overrides(tmp_path))
