@@ -45,7 +45,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     md5s = write_synthetic_mnist(tmp / "data")
     proc = _train(tmp, f"trainer.max_epochs={EPOCHS}", f"model.lr={LR}",
-                  "logger.system_metrics_interval=0.1",
+                  "logger.system_metrics_interval=0.1", "logger.registered_model_name=mnist-mlp-test",
                   *data_overrides(tmp / "data", md5s), *store_overrides(tmp))
     assert proc.returncode == 0, proc.stdout[-3000:]
     client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
@@ -178,6 +178,11 @@ def _module_state_keys() -> list[str]:
     return list(MnistMlp().state_dict())
 
 
+def test_the_model_is_registered_under_the_configured_name(run):
+    (version,) = run["client"].search_model_versions("name='mnist-mlp-test'")
+    assert version.run_id == run["run"].info.run_id and version.version == "1"
+
+
 def test_mlflow_models_predict_scores_a_csv_of_images(run, tmp_path):
     images = _raw_test_images(run)[:5]
     csv = tmp_path / "images.csv"
@@ -203,6 +208,7 @@ def test_each_job_of_a_sweep_counts_only_its_own_startup(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("mnist-mlp")
     jobs = client.search_runs([exp.experiment_id], "tags.`mnist_mlp.role` = 'train'")
+    assert not any(k.startswith("system/") for r in jobs for k in r.data.metrics)  # switched off
     startup = {r.data.tags["sweep.job"]: r.data.metrics["time/startup_s"] for r in jobs}
     first_job = next(r for r in jobs if r.data.tags["sweep.job"] == "0")
     first_total = sum(v for k, v in first_job.data.metrics.items() if k.startswith("time/"))

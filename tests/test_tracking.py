@@ -208,6 +208,7 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(
         capture_output=True, text=True, timeout=400, env={**os.environ, "MPLBACKEND": "Agg"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Downloading artifacts" not in result.stderr and "Tip:" not in result.stdout + result.stderr
     (evaluation,) = [r for r in store.search_runs([run.info.experiment_id])
                      if r.data.tags.get("mnist_mlp.evaluates") == rid]
     assert evaluation.info.status == "FINISHED"

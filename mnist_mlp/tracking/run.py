@@ -137,13 +137,14 @@ def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[Trac
     """The MLflow run around fit and test, closed as FINISHED, FAILED or KILLED.
 
     Lightning closes the run itself when fit or test raise, always as FAILED; a SIGTERM that the
-    trainer saw without raising still makes the run KILLED.
+    trainer saw without raising still makes the run KILLED. A successful fit leaves it open
+    (``tracking.logger``), so the system-metrics monitor runs until the outputs are logged.
     """
     run = TrackedRun(cfg, trainer, datamodule, _mlflow_logger(trainer))
     run.start()
     lg = run.logger
-    monitor = system_metrics(run.run_id, cfg.logger.get("tracking_uri"),
-                             bool(getattr(lg, "system_metrics", False)) and trainer.is_global_zero,
-                             getattr(lg, "system_metrics_interval", 5.0))
+    on = lg is not None and getattr(lg, "system_metrics", False) and trainer.is_global_zero
+    monitor = (system_metrics(run.run_id, cfg.logger.tracking_uri, lg.system_metrics_interval)
+               if on else contextlib.nullcontext())
     with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm), monitor:
         yield run

@@ -14,8 +14,7 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def system_metrics(run_id: str | None, tracking_uri: str, enabled: bool,
-                   interval: float) -> Iterator[None]:
+def system_metrics(run_id: str, tracking_uri: str, interval: float) -> Iterator[None]:
     """Sample CPU, memory, disk, network (and NVIDIA GPUs) every ``interval`` s while the block runs.
 
     The monitor's thread stops, and its last samples are written, before the block's caller
@@ -24,16 +23,14 @@ def system_metrics(run_id: str | None, tracking_uri: str, enabled: bool,
     the run nothing but a warning.
     """
     monitor = None
-    if enabled and run_id is not None:
-        try:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-            monitor = SystemMetricsMonitor(run_id, sampling_interval=interval,
-                                           tracking_uri=tracking_uri)
-            monitor.start()
-        except Exception as err:  # noqa: BLE001  (psutil missing, ...: train anyway)
-            log.warning("System metrics are not recorded: %s", err)
-            monitor = None
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=tracking_uri)
+        monitor.start()
+    except Exception as err:  # noqa: BLE001  (psutil missing, ...: train anyway)
+        log.warning("System metrics are not recorded: %s", err)
+        monitor = None
     try:
         yield
     finally:
