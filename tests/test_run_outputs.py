@@ -180,7 +180,7 @@ def _module_state_keys() -> list[str]:
 
 def test_the_model_is_registered_under_the_configured_name(run):
     (version,) = run["client"].search_model_versions("name='mnist-mlp-test'")
-    assert version.run_id == run["run"].info.run_id and version.version == "1"
+    assert version.run_id == run["run"].info.run_id and int(version.version) == 1
 
 
 def test_mlflow_models_predict_scores_a_csv_of_images(run, tmp_path):
