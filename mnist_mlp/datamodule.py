@@ -145,6 +145,12 @@ class MnistDataModule(L.LightningDataModule):
             "test": (self.normalise(test_images), test_y),
         }
 
+    def test_images(self) -> torch.Tensor:
+        """The test split as N x 28 x 28 images in [0, 1] on the CPU (the report's mistake grids)."""
+        self.setup("test")
+        x = self.tensors["test"][0]
+        return (x * self.std + self.mean).clamp_(0, 1).reshape(len(x), 28, 28)
+
     def _check_val_size(self, n_train: int) -> None:
         if not 0 < self.val_size < n_train:
             raise UserError(

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp import checkpoint, console, report, tracking
 from mnist_mlp.errors import UserError
+from mnist_mlp.report import history
 
 
 def evaluate(ckpt_path: str, cfg: DictConfig) -> dict[str, float]:
@@ -28,7 +29,9 @@ def evaluate(ckpt_path: str, cfg: DictConfig) -> dict[str, float]:
     trainer.test(module, datamodule=datamodule, verbose=False)
     if trainer.is_global_zero:
         report.write_report(cfg.report_dir, module.test_results, str(module.net),
-                            checkpoint_hyperparameters(ckpt_path, ckpt), digits)
+                            checkpoint_hyperparameters(ckpt_path, ckpt), digits,
+                            images=datamodule.test_images(), history=history.from_checkpoint(ckpt),
+                            settings=report.Settings.from_config(cfg.get("report")))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 

@@ -98,7 +98,9 @@ class CheckpointOnInterrupt(Callback):
                      BaseException) -> None:
         if not is_interrupt(exception):
             return
-        trainer.save_checkpoint(self.ckpt_path)
+        trainer.save_checkpoint(self.ckpt_path)  # every rank (a barrier); rank 0 writes
+        if not trainer.is_global_zero:
+            return
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
         last = last_epoch_checkpoint(trainer)
         # Same output folder: ModelCheckpoint then keeps its best-so-far score across the resume.

@@ -12,7 +12,12 @@ Names under which the LightningModule logs them (one scheme, used by MLflow and 
 - ``test/{precision,recall,f1}_{macro,weighted,micro}``: the averaged metrics;
 - ``test/{acc,precision,recall,f1,support}_class_{k}``: per class ``k``. ``acc_class_k`` is the
   share of class-``k`` images classified as ``k``, i.e. the class's recall: that is what the
-  reference report calls per-class accuracy.
+  reference report calls per-class accuracy;
+- ``test/auroc_class_{k}``, ``test/auroc_macro``, ``test/ap_class_{k}``, ``test/ap_macro``:
+  one-vs-rest area under the ROC curve and average precision (scikit-learn's ``roc_auc_score(...,
+  multi_class="ovr")`` and ``average_precision_score``), exact (every threshold, no binning);
+- ``test/ece``, ``test/acc_top2``, ``test/acc_top3``, ``test/acc_ci_low``, ``test/acc_ci_high``:
+  calibration and the accuracy's 95% interval, derived in ``mnist_mlp.report.numbers``.
 
 Conventions are scikit-learn's ``classification_report(labels=range(C), zero_division=0)``: every
 class 0..C-1 is reported, also one absent from the targets; a ratio with a zero denominator is 0;
@@ -30,8 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, Metric, SumMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics import MeanMetric, Metric, MetricCollection, SumMetric
+from torchmetrics.classification import (
+    MulticlassAUROC,
+    MulticlassAveragePrecision,
+    MulticlassConfusionMatrix,
+    MulticlassPrecisionRecallCurve,
+    MulticlassROC,
+)
 
 from mnist_mlp.errors import UserError
 
@@ -118,6 +129,7 @@ class TestResults:
     label: np.ndarray
     pred: np.ndarray
     probs: np.ndarray
+    ranking: Ranking
 
     @property
     def num_classes(self) -> int:
@@ -139,7 +151,78 @@ class TestResults:
         for k in range(self.num_classes):
             out[f"test/support_class_{k}"] = float(self.support[k])
             out.update({f"test/{name}_class_{k}": vals[k] for name, vals in self.per_class.items()})
+        out.update(self.ranking.scalars())
+        from mnist_mlp.report.numbers import test_scalars  # the report's numbers, computed there
+
+        out.update(test_scalars(self))
         return out
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One-vs-rest ROC and precision-recall curves per class, with their AUROC and AP."""
+
+    auroc: list[float]
+    auroc_macro: float
+    ap: list[float]
+    ap_macro: float
+    roc: list[tuple[np.ndarray, np.ndarray]]  # per class: (false positive rate, true positive rate)
+    pr: list[tuple[np.ndarray, np.ndarray]]  # per class: (precision, recall)
+
+    def scalars(self) -> dict[str, float]:
+        out = {"test/auroc_macro": self.auroc_macro, "test/ap_macro": self.ap_macro}
+        for k, (auroc, ap) in enumerate(zip(self.auroc, self.ap, strict=True)):
+            out[f"test/auroc_class_{k}"] = auroc
+            out[f"test/ap_class_{k}"] = ap
+        return out
+
+
+def ranking_collection(num_classes: int) -> MetricCollection:
+    """AUROC, AP and their curves, exact (``thresholds=None``), as one compute group.
+
+    All six members keep the same state (every probability and label), so with compute groups the
+    collection stores it once and updates it once per batch. No argument validation: it syncs the
+    host per batch on a GPU, and ``TestMetrics`` already refuses labels outside the classes.
+    Updated every batch and computed once at epoch end: a ``compute()`` between updates could leave
+    grouped members stale.
+    """
+    c, kw = num_classes, {"thresholds": None, "validate_args": False}  # labels checked by TestMetrics
+    return MetricCollection({
+        "auroc": MulticlassAUROC(c, average="none", **kw),
+        "auroc_macro": MulticlassAUROC(c, average="macro", **kw),
+        "ap": MulticlassAveragePrecision(c, average="none", **kw),
+        "ap_macro": MulticlassAveragePrecision(c, average="macro", **kw),
+        "roc": MulticlassROC(c, **kw),
+        "pr": MulticlassPrecisionRecallCurve(c, **kw),
+    }, compute_groups=True)
+
+
+def ranking_from(values: dict[str, Any], support: np.ndarray) -> Ranking:
+    """Plain numbers from ``ranking_collection(...).compute()``.
+
+    A class without positive (or without negative) test images has no ROC curve: its AUROC and AP
+    are NaN (torchmetrics returns 0 or NaN, scikit-learn raises) and the macro means skip it.
+    """
+    def arrays(t: Any) -> list[np.ndarray]:
+        return [x.cpu().double().numpy() for x in t]
+
+    undefined = (support == 0) | (support == support.sum())
+    auroc = np.where(undefined, np.nan, values["auroc"].cpu().double().numpy())
+    ap = np.where(undefined, np.nan, values["ap"].cpu().double().numpy())
+    macro = undefined.any()
+    fpr, tpr, _ = values["roc"]
+    precision, recall, _ = values["pr"]
+    return Ranking(
+        auroc=auroc.tolist(), ap=ap.tolist(),
+        auroc_macro=_nanmean(auroc) if macro else float(values["auroc_macro"]),
+        ap_macro=_nanmean(ap) if macro else float(values["ap_macro"]),
+        roc=list(zip(arrays(fpr), arrays(tpr), strict=True)),
+        pr=list(zip(arrays(precision), arrays(recall), strict=True)),
+    )
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 class TestMetrics(nn.Module):
@@ -159,6 +242,7 @@ class TestMetrics(nn.Module):
         self.confusion = MulticlassConfusionMatrix(num_classes)  # rows true, columns predicted
         self.predictions = PredictionStore()
         self.bad_labels = SumMetric(nan_strategy="disable")
+        self.ranking = ranking_collection(num_classes)
 
     def update(self, logits: torch.Tensor, label: torch.Tensor, index: torch.Tensor) -> None:
         valid = (label >= 0) & (label < self.num_classes)
@@ -167,9 +251,11 @@ class TestMetrics(nn.Module):
         self.loss.update(F.cross_entropy(logits.float(), safe, reduction="none"))
         self.confusion.update(logits, safe)
         self.predictions.update(index, label, logits)
+        # The probabilities predictions.csv holds (softmax in float32), so both give one ranking.
+        self.ranking.update(logits.detach().float().softmax(dim=-1), safe)
 
     def reset(self) -> None:
-        for metric in (self.loss, self.confusion, self.predictions, self.bad_labels):
+        for metric in (self.loss, self.confusion, self.predictions, self.bad_labels, self.ranking):
             metric.reset()
 
     def compute(self) -> TestResults:
@@ -178,7 +264,8 @@ class TestMetrics(nn.Module):
         self._check(rows)
         confusion = self.confusion.compute().cpu().numpy()
         return TestResults(loss=float(self.loss.compute()), **scores_from_confusion(confusion),
-                           confusion=confusion.tolist(), **rows)
+                           confusion=confusion.tolist(), **rows,
+                           ranking=ranking_from(self.ranking.compute(), confusion.sum(axis=1)))
 
     def _check(self, rows: dict[str, np.ndarray]) -> None:
         if float(self.bad_labels.compute()) > 0:

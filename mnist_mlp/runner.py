@@ -15,8 +15,9 @@ from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from mnist_mlp import console, faults, report, tracking, validation
+from mnist_mlp import console, ddp, faults, report, tracking, validation
 from mnist_mlp.errors import UserError
+from mnist_mlp.report import history
 from mnist_mlp.speed import PhaseClock, apply_torch_settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     clock = PhaseClock()
     console.quiet_libraries()
     report.check_digits(cfg.get("report_digits", 4))  # a typo must not cost a training run
+    report.Settings.from_config(cfg.get("report"))
     apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
@@ -74,7 +76,8 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Traine
     clock.mark("test_and_report")
     results = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     log.info("Test loss %.4f, accuracy %.4f", results["test/loss"], results["test/acc"])
-    print(f"Test set: average loss {results['test/loss']:.4f}, accuracy {results['test/acc']:.4f}")
+    if trainer.is_global_zero:
+        print(f"Test set: average loss {results['test/loss']:.4f}, accuracy {results['test/acc']:.4f}")
     return results
 
 
@@ -86,7 +89,9 @@ def test_and_report(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Tra
     trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True, verbose=False)
     if trainer.is_global_zero:  # every rank holds the same synced results; one writes
         report.write_report(cfg.report_dir, model.test_results, str(model.net),
-                            report.train_hyperparameters(cfg), cfg.get("report_digits", 4))
+                            report.train_hyperparameters(cfg), cfg.get("report_digits", 4),
+                            images=datamodule.test_images(), history=history.from_trainer(trainer),
+                            settings=report.Settings.from_config(cfg.get("report")))
 
 
 def run_cli(cfg: DictConfig) -> float | None:
@@ -98,7 +103,9 @@ def run_cli(cfg: DictConfig) -> float | None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:  # Lightning saved what on_exception callbacks save, then raised
-        sys.exit(faults.SIGTERM_EXIT)
+        # Other DDP ranks exit 0: Lightning SIGKILLs rank 0 within seconds of a child's non-zero
+        # exit, which could cut rank 0 off before it records the run as KILLED.
+        sys.exit(faults.SIGTERM_EXIT if ddp.is_rank_zero() else 0)
     except KeyboardInterrupt:  # Ctrl-C outside fit (Lightning handles it inside, exit 1)
         print("Interrupted (Ctrl-C).", file=sys.stderr)
         sys.exit(130)

@@ -137,6 +137,10 @@ def test_ddp_test_metrics_equal_one_process(trained):
     assert len(b) == 203  # every test image once: no padding of the odd-sized set
     np.testing.assert_array_equal(a[:, :3], b[:, :3])
     np.testing.assert_allclose(a[:, 3:], b[:, 3:], atol=1e-6)
+    # The ranking collection's list states are gathered across ranks: the same AUROC/AP/ECE.
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, ddp))
+    for key in ("auroc", "ap", "auroc_macro", "ap_macro", "ece", "accuracy_ci", "f1_macro_ci"):
+        assert s2[key] == pytest.approx(s1[key], abs=1e-6), key
 
 
 def test_evaluate_cli_without_a_usable_checkpoint_says_so(tmp_path):

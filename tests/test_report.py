@@ -12,12 +12,13 @@ from test_metrics import CASES, _rng, measure
 
 from mnist_mlp import report
 from mnist_mlp.errors import UserError
+from mnist_mlp.report import files
 
 LABELS = list(range(10))
 HPARAMS = {"learning_rate": 0.1, "batch_size": 100, "epochs": 30}
 SECTIONS = ["Model description", "Hyperparameters", "Test set", "Test data class sizes",
             "General metrics", "Per-class metrics", "Confusion matrix", "Classification report",
-            "Conclusions"]
+            "Ranking: ROC and precision-recall", "Calibration", "Conclusions"]
 
 
 def _write(tmp_path, case, digits=4):
@@ -84,8 +85,9 @@ def test_markdown_and_html_show_every_section_with_the_numbers(tmp_path):
     page = (tmp_path / "report.html").read_text()
     for title in SECTIONS:
         assert f"## {title}" in md and f"<h2>{title}</h2>" in page
-    assert page.count("<table>") == 5 and 'src="data:image/png;base64,' in page
-    assert "](confusion_matrix.png)" in md
+    assert page.count("<table>") == 6 and page.count('src="data:image/png;base64,') == 4
+    for png in ("confusion_matrix.png", "roc_curves.png", "pr_curves.png", "reliability.png"):
+        assert f"]({png})" in md and (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "classification_report.txt").read_text()
     assert text.rstrip("\n") in md
     assert f"{r.correct}/{r.total}" in md and f"{r.averages['macro']['f1']:.4f}" in page
@@ -118,7 +120,7 @@ def test_a_failed_write_leaves_the_complete_old_file(tmp_path, monkeypatch):
     def broken(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", broken)
+    monkeypatch.setattr(files.os, "replace", broken)
     with pytest.raises(UserError, match=rf"Cannot write the report files into {tmp_path}"):
         _write(tmp_path, "mostly_right")
     assert (tmp_path / "predictions.csv").read_bytes() == before

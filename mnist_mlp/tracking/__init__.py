@@ -15,7 +15,10 @@ metrics; this package adds what it does not, one module per job:
 * ``system``: MLflow's system-metrics monitor for the run;
 * ``describe``: the run's description, its headline;
 * ``model`` (with ``served_model``, the model's code): the network as a pickle-free pyfunc model;
-* ``ui``: the MLflow UI's address of the runs table (``make ui``).
+* ``ui``: the MLflow UI's address of the runs table (``make ui``);
+* ``offline``, ``buffered_logger``, ``sync``: a tracking server that stops answering mid-run costs
+  nothing: writes are kept in the run's output folder and sent when it answers again, or later by
+  ``python -m mnist_mlp.tracking.sync <output dir>``.
 
 Layout in the store (``logger.tracking_uri``, experiment ``logger.experiment_name``):
 

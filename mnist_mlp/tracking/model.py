@@ -17,7 +17,6 @@ also fixes the rank, so an ``N×28×28`` stack goes in as ``images.reshape(len(i
 
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 from pathlib import Path
@@ -37,15 +36,24 @@ def _signature(n_in: int, n_out: int) -> Any:
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_out))]))
 
 
-def _input_example(datamodule: Any, n: int = 2) -> Any:
-    """The first test images as raw pixels (the data module's normalisation undone), as floats:
-    what a CSV of pixels reads as."""
-    import pandas as pd
+def model_payload(module: Any, datamodule: Any, n_examples: int = 2) -> dict[str, Any]:
+    """Everything the logged model is made of, as plain values and CPU tensors.
+
+    The weights, the network's arguments (the module's own ``net`` hyperparameters, as a
+    checkpoint rebuilds it), the data module's normalisation and, as input example, the first test
+    images as raw pixels. Plain, so a tracking outage can keep it on disk (``tracking.offline``)
+    and ``torch.load(weights_only=True)`` reads it back.
+    """
     import torch
 
-    x = datamodule.tensors["test"][0][:n].detach().cpu()
+    x = datamodule.tensors["test"][0][:n_examples].detach().cpu()
     pixels = torch.round((x * datamodule.std + datamodule.mean) * 255).clamp(0, 255)
-    return pd.DataFrame(pixels.double().numpy())
+    return {
+        "state_dict": {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
+        "net": {k: v for k, v in module.hparams["net"].items() if not k.startswith("_")},
+        "mean": float(datamodule.mean), "std": float(datamodule.std),
+        "example": pixels.to(torch.uint8),
+    }
 
 
 def _requirements() -> list[str]:
@@ -55,12 +63,10 @@ def _requirements() -> list[str]:
             f"mlflow=={version('mlflow')}", f"pandas=={version('pandas')}"]
 
 
-def log_model(run_id: str, tracking_uri: str, module: Any, datamodule: Any,
+def log_model(run_id: str, tracking_uri: str, payload: dict[str, Any],
               registered_model_name: str | None = None) -> Any:
-    """Log ``module.net`` as logged model ``model`` of ``run_id`` (registered when a name is given).
-
-    The network is rebuilt at load time from the module's own ``net`` hyperparameters, as a
-    checkpoint is.
+    """Log ``payload`` (``model_payload``) as logged model ``model`` of ``run_id``; registered
+    under ``registered_model_name`` when one is given.
 
     ``mlflow.pyfunc.log_model`` files the model under the active run, so the run is resumed for
     the call (its final status is set by ``tracking.store.ending``). Requirements are given, not
@@ -68,22 +74,23 @@ def log_model(run_id: str, tracking_uri: str, module: Any, datamodule: Any,
     so the model loads where this project is not installed.
     """
     import mlflow
+    import pandas as pd
     import torch
 
-    net = copy.deepcopy(module.net).cpu().eval()
-    spec = {"net": {k: v for k, v in module.hparams["net"].items() if not k.startswith("_")},
-            "mean": datamodule.mean, "std": datamodule.std}
+    spec = {"net": payload["net"], "mean": payload["mean"], "std": payload["std"]}
+    # Floats, as a CSV of pixels reads: the example shows what `mlflow models predict` takes.
+    example = pd.DataFrame(payload["example"].double().numpy())
+    n_in, n_out = example.shape[1], len(payload["state_dict"]["who.bias"])
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         weights, network = Path(tmp, "weights.pt"), Path(tmp, "network.json")
-        torch.save(net.state_dict(), weights)
+        torch.save(payload["state_dict"], weights)
         network.write_text(json.dumps(spec, indent=1))
         with mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME, python_model=str(SERVED_MODEL_CODE),
                 artifacts={"weights": str(weights), "network": str(network)},
-                signature=_signature(spec["net"]["in_features"], spec["net"]["num_classes"]),
-                input_example=_input_example(datamodule), pip_requirements=_requirements(),
-                code_paths=[str(Path(__file__).parents[1])],
+                signature=_signature(n_in, n_out), input_example=example,
+                pip_requirements=_requirements(), code_paths=[str(Path(__file__).parents[1])],
                 registered_model_name=registered_model_name,
             )

@@ -13,8 +13,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp.tracking import offline
 from mnist_mlp.tracking.datasets import log_datasets
 from mnist_mlp.tracking.describe import describe_run
+from mnist_mlp.tracking.model import model_payload
 from mnist_mlp.tracking.naming import (
     BEST_CKPT_TAG,
     CKPT_DIR,
@@ -37,8 +39,17 @@ log = logging.getLogger(__name__)
 
 
 def _mlflow_logger(trainer: Any) -> Any | None:
+    """The run's MLFlowLogger; None on DDP ranks other than 0, which record nothing.
+
+    Lightning's DDP re-launches train.py once per extra rank, each running ``runner.run`` from the
+    top; only rank 0 owns the run, as Lightning's logger itself logs from rank 0 only.
+    """
     from lightning.pytorch.loggers import MLFlowLogger
 
+    from mnist_mlp.ddp import is_rank_zero
+
+    if not is_rank_zero():
+        return None
     return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
 
 
@@ -66,6 +77,7 @@ class TrackedRun:
         self.logger.tags = {**tags, **(self.logger.tags or {})}
         self.logger.owned = True  # ended by tracked_run's ``ending``, not after fit (tracking.logger)
         self.run_id = self.logger.run_id  # MLFlowLogger creates the run here
+        self.client = self.logger.experiment  # one client: BufferedMLFlowLogger's survives an outage
         log_batch(self.client, self.run_id, params=config_params(self.cfg))
         log_datasets(self.client, self.run_id, self.datamodule)
         with tempfile.TemporaryDirectory() as tmp:
@@ -116,13 +128,15 @@ class TrackedRun:
         module = self.trainer.lightning_module
         describe_run(self.client, self.run_id, self.cfg, self.trainer.callback_metrics,
                      module.test_results)
-        self.log_model(module)
+        offline.log_model(self.client, self.run_id, model_payload(module, self.datamodule),
+                          self.log_model)
 
-    def log_model(self, module: Any) -> None:
-        """The network as logged model ``model``, loadable without pickle (``tracking.model``)."""
+    def log_model(self, payload: dict[str, Any]) -> None:
+        """The network (``tracking.model.model_payload``) as logged model ``model``, loadable
+        without pickle; also what ``tracking.sync`` calls for a model an outage kept back."""
         from mnist_mlp.tracking.model import log_model
 
-        log_model(self.run_id, self.cfg.logger.tracking_uri, module, self.datamodule,
+        log_model(self.run_id, self.cfg.logger.tracking_uri, payload,
                   getattr(self.logger, "registered_model_name", None))
 
     def log_timings(self, seconds: Mapping[str, float]) -> None:
@@ -146,5 +160,8 @@ def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[Trac
     on = lg is not None and getattr(lg, "system_metrics", False) and trainer.is_global_zero
     monitor = (system_metrics(run.run_id, cfg.logger.tracking_uri, lg.system_metrics_interval)
                if on else contextlib.nullcontext())
-    with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm), monitor:
-        yield run
+    try:
+        with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm), monitor:
+            yield run
+    finally:
+        offline.close(run.client)  # sends what a server outage kept back, or says how to

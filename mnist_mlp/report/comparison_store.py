@@ -1,0 +1,176 @@
+"""The comparison's MLflow side: which runs, their predictions and tags, and where it is recorded.
+
+``compare.py`` (``compare_cli``) compares given run ids, a sweep's parent run (its training
+children), or by default the latest sweep in the experiment; ``SweepComparison`` is the Hydra
+callback that does it for the sweep that just ended. A sweep's comparison is logged as artifacts
+``comparison/`` of its parent run; loose run ids get a new run (``mnist_mlp.role=compare``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+from mnist_mlp.errors import UserError
+from mnist_mlp.report.comparison import RunPredictions, compare, read_predictions, write_comparison
+from mnist_mlp.tracking import PARENT_TAG, ROLE_TAG, SWEEP_DIR_TAG, find_sweep_parent, open_store
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "report/predictions.csv"
+ARTIFACT_DIR = "comparison"
+COMPARES_TAG = "mnist_mlp.compares"
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def latest_sweep(client: Any, experiment_id: str) -> Any:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise UserError(
+            "There is no sweep in this experiment to compare: run one (`python train.py -m "
+            "seed=1,2`) or give run ids (`python compare.py 'runs=[<id>,<id>]'`)."
+        )
+    return runs[0]
+
+
+def sweep_children(client: Any, parent: Any) -> list[Any]:
+    """The sweep's training runs that finished (failed or killed ones have no complete test)."""
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and tags.`{ROLE_TAG}` = 'train'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return [r for r in runs if r.info.status == "FINISHED"]
+
+
+def get_run(client: Any, run_id: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise UserError(
+            f"runs: {run_id} is not a run in this store: copy run ids from the MLflow UI (`make "
+            "ui`) and check logger.tracking_uri."
+        ) from None
+
+
+def resolve(client: Any, experiment_id: str, run_ids: Sequence[str]) -> tuple[list[Any], Any | None]:
+    """The runs to compare and the sweep parent to record into (``None``: loose runs)."""
+    if len(run_ids) > 1:
+        return [get_run(client, r) for r in run_ids], None
+    parent = get_run(client, run_ids[0]) if run_ids else latest_sweep(client, experiment_id)
+    if parent.data.tags.get(ROLE_TAG) != "sweep":
+        return [parent], None
+    children = sweep_children(client, parent)
+    if not children:
+        raise UserError(
+            f"Sweep run {parent.info.run_id} ({parent.info.run_name}) has no finished training "
+            "runs to compare."
+        )
+    return children, parent
+
+
+def load(client: Any, run: Any, tmp: str) -> RunPredictions:
+    """A run's predictions.csv (downloaded), params and data MD5 tags."""
+    rid = run.info.run_id
+    try:
+        path = client.download_artifacts(rid, PREDICTIONS, str(Path(tmp) / rid))
+    except Exception:  # noqa: BLE001  (MLflow raises different types per store)
+        raise UserError(
+            f"Run {rid} ({run.info.run_name}) has no {PREDICTIONS} artifact: it was not tested "
+            "(failed, killed, or trained without a test). Leave it out of the comparison."
+        ) from None
+    index, label, pred = read_predictions(path)
+    md5 = {k.removeprefix("data.md5."): v for k, v in run.data.tags.items() if k.startswith("data.md5.")}
+    return RunPredictions(rid, run.info.run_name or rid, index, label, pred, dict(run.data.params), md5)
+
+
+def compare_runs(client: Any, experiment_id: str, run_ids: Sequence[str], out_dir: str | Path,
+                 digits: int = 4) -> tuple[str, dict[str, Path]]:
+    """Compare, write the files into ``out_dir`` and log them; returns the run they went to."""
+    runs, parent = resolve(client, experiment_id, list(run_ids))
+    quiet = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"  # one bar per downloaded file otherwise
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            predictions = [load(client, r, tmp) for r in runs]
+    finally:
+        if quiet is None:
+            os.environ.pop(_PROGRESS_BAR)
+        else:
+            os.environ[_PROGRESS_BAR] = quiet
+    title = f"Comparison of {parent.info.run_name}" if parent else f"Comparison of {len(runs)} runs"
+    files = write_comparison(out_dir, compare(predictions), title, digits)
+    target = parent.info.run_id if parent else _new_run(client, runs)
+    client.log_artifacts(target, str(out_dir), ARTIFACT_DIR)
+    return target, files
+
+
+def _new_run(client: Any, runs: Sequence[Any]) -> str:
+    from mnist_mlp.tracking import git_tags
+
+    ids = ",".join(r.info.run_id for r in runs)
+    tags = {ROLE_TAG: "compare", COMPARES_TAG: ids[:5000], **git_tags(),
+            "mlflow.runName": f"compare {len(runs)} runs"}
+    run = client.create_run(runs[0].info.experiment_id, tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def _store(logger_cfg: Mapping[str, Any]) -> tuple[Any, str]:
+    return open_store(logger_cfg["tracking_uri"], logger_cfg["experiment_name"],
+                      logger_cfg.get("artifact_location"))
+
+
+def compare_cli(cfg: DictConfig) -> None:
+    """``python compare.py [runs=...]``: user errors become one paragraph on stderr, exit 2."""
+    try:
+        run_ids = cfg.get("runs") or []
+        run_ids = [run_ids] if isinstance(run_ids, str) else [str(r) for r in run_ids]
+        client, experiment_id = _store(cfg.logger)
+        target, files = compare_runs(client, experiment_id, run_ids, cfg.comparison_dir,
+                                     cfg.get("report_digits", 4))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"Comparison in {Path(files['comparison.html']).parent}; logged to MLflow run {target} "
+          f"(artifacts {ARTIFACT_DIR}/).")
+
+
+class SweepComparison(HydraCallback):
+    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run.
+
+    Listed after ``mlflow_sweep`` in ``conf/train.yaml``: Hydra calls ``on_multirun_end`` in reverse
+    order, so this runs while the parent is still open. A failure here is logged, never raised:
+    the sweep's own runs are already recorded.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        lcfg = config.get("logger")
+        if not lcfg or "tracking_uri" not in lcfg:
+            return
+        sweep_dir = str(config.hydra.sweep.dir)
+        try:
+            client, experiment_id = _store(lcfg)
+            parent = find_sweep_parent(client, experiment_id, sweep_dir)
+            if parent is None:
+                log.warning("No sweep parent run tagged %s=%s: comparison skipped.", SWEEP_DIR_TAG,
+                            sweep_dir)
+                return
+            target, files = compare_runs(client, experiment_id, [parent.info.run_id],
+                                         Path(sweep_dir) / ARTIFACT_DIR, config.get("report_digits", 4))
+            log.info("Sweep comparison in %s, logged to run %s", files["comparison.html"], target)
+        except UserError as err:
+            log.warning("Sweep comparison skipped: %s", err)
+        except Exception:  # noqa: BLE001
+            log.exception("Sweep comparison failed; the sweep's runs are recorded as they are.")

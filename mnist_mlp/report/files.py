@@ -1,0 +1,163 @@
+"""The files a test run leaves in its report folder, each written atomically.
+
+``write_report`` writes (temp name in the same folder, then ``os.replace``, so a reader never sees
+half a file where a complete one stood):
+
+- ``classification_report.txt`` / ``.json``: scikit-learn's layouts (``tables``);
+- ``per_class_metrics.csv``, ``confusion_matrix.csv`` (rows true class, columns predicted);
+- ``predictions.csv``: test index, label, pred and the class probabilities;
+- ``summary.json``: what ``numbers`` derives (intervals, calibration, ranking) unrounded;
+- ``learning_curves.csv``: train/val loss and accuracy per epoch (when the history is given);
+- figures: ``confusion_matrix.png``, ``roc_curves.png``, ``pr_curves.png``, ``reliability.png``,
+  and, when given the test images and the epoch history, ``mistakes_confident.png``,
+  ``mistakes_pair.png`` and ``learning_curves.png``;
+- ``report.md`` and a self-contained ``report.html`` (figures as data URIs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_mlp.errors import UserError
+from mnist_mlp.metrics import TestResults
+from mnist_mlp.report import figures, tables
+from mnist_mlp.report.content import sections
+from mnist_mlp.report.numbers import RunNumbers, Settings, derive
+from mnist_mlp.report.render import to_html, to_markdown
+
+
+def check_digits(digits: Any) -> int:
+    """``report_digits`` must be a whole number >= 0; checked before training, not after it."""
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 0:
+        raise UserError(
+            f"report_digits={digits!r}: the number of decimals in the classification report must "
+            "be a whole number >= 0 (default 4). Set e.g. report_digits=4."
+        )
+    return digits
+
+
+def summary(r: TestResults, n: RunNumbers) -> dict[str, Any]:
+    """The derived numbers as JSON-ready values (``summary.json``)."""
+    rel = n.reliability
+    return {
+        "accuracy": r.accuracy, "accuracy_ci": list(n.acc_ci),
+        "f1_macro": r.averages["macro"]["f1"], "f1_macro_ci": list(n.f1_macro_ci),
+        "recall_ci": {"low": n.recall_ci[0], "high": n.recall_ci[1]},
+        "auroc": r.ranking.auroc, "auroc_macro": r.ranking.auroc_macro,
+        "ap": r.ranking.ap, "ap_macro": r.ranking.ap_macro,
+        "ece": rel.ece, "top_k_accuracy": {str(k): v for k, v in n.top_k.items()},
+        "reliability": {"edges": rel.edges.tolist(), "count": rel.count.tolist(),
+                        "confidence": rel.confidence.tolist(), "accuracy": rel.accuracy.tolist()},
+        "most_confused_pair": list(n.pair) if n.pair else None,
+        "confident_mistakes_index": r.index[n.confident_mistakes].tolist(),
+        "pair_mistakes_index": r.index[n.pair_mistakes].tolist(),
+    }
+
+
+def figure_files(r: TestResults, n: RunNumbers, images: np.ndarray | None,
+                 history: Sequence[Mapping[str, float]] | None) -> dict[str, bytes]:
+    out = {"confusion_matrix.png": figures.confusion_png(r)}
+    if history:
+        out["learning_curves.png"] = figures.learning_curves_png(history)
+    out["roc_curves.png"] = figures.roc_png(r.ranking)
+    out["pr_curves.png"] = figures.pr_png(r.ranking)
+    out["reliability.png"] = figures.reliability_png(n.reliability)
+    if images is not None:
+        out["mistakes_confident.png"] = figures.mistakes_png(
+            images, n.confident_mistakes, r,
+            f"The {len(n.confident_mistakes)} most confident wrong predictions")
+        if n.pair:
+            a, b = n.pair
+            out["mistakes_pair.png"] = figures.mistakes_png(
+                images, n.pair_mistakes, r,
+                f"Most-confused pair {a}↔{b}: {len(n.pair_mistakes)} of its "
+                f"{r.confusion[a][b] + r.confusion[b][a]} errors, most confident first")
+    return out
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write to a hidden temp name beside ``path``, then rename over it (atomic on POSIX)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # created with the usual permissions (umask), unlike mkstemp
+            f.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_report(
+    folder: str | os.PathLike,
+    results: TestResults,
+    model_text: str,
+    hyperparameters: Mapping[str, Any],
+    digits: int = 4,
+    title: str = "Classification metrics on MNIST",
+    *,
+    images: np.ndarray | None = None,
+    history: Sequence[Mapping[str, float]] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Path]:
+    """Write every report file into ``folder`` (created if needed); returns name -> path.
+
+    ``images``: the test split (N x 28 x 28), for the mistake grids; ``history``: one dict of
+    ``train/...``/``val/...`` values per epoch (``history.EpochHistory``), for the learning curves.
+    """
+    digits = check_digits(digits)
+    folder = Path(folder)
+    n = derive(results, settings)
+    pngs = figure_files(results, n, images, history)
+    parts = sections(results, model_text, hyperparameters, digits, n, figures=list(pngs))
+    files: dict[str, str | bytes] = {
+        "classification_report.txt": tables.text_report(results, digits),
+        "classification_report.json": json.dumps(tables.dict_report(results), indent=2) + "\n",
+        "per_class_metrics.csv": tables.per_class_csv(results),
+        "confusion_matrix.csv": tables.confusion_csv(results),
+        "predictions.csv": tables.predictions_csv(results),
+        "summary.json": json.dumps(summary(results, n), indent=2) + "\n",
+        **({"learning_curves.csv": tables.history_csv(history)} if history else {}),
+        **pngs,
+        "report.md": to_markdown(title, parts),
+        "report.html": to_html(title, parts, pngs),
+    }
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            atomic_write(folder / name, data)
+    except OSError as err:
+        raise UserError(
+            f"Cannot write the report files into {folder} ({err}). Point report_dir at a "
+            "writable folder; `python evaluate.py ckpt_path=<checkpoint>` writes them again "
+            "from a checkpoint."
+        ) from None
+    return {name: folder / name for name in files}
+
+
+def train_hyperparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings the reference lists, from a train.py config."""
+    model = cfg["model"]
+    return {
+        "learning_rate": model["lr"],
+        "batch_size": cfg["data"]["batch_size"],
+        "epochs": cfg["trainer"]["max_epochs"],
+        "optimizer": target_text(model.get("optimizer")),
+        "scheduler": target_text(model.get("scheduler")),
+        "seed": cfg.get("seed"),
+    }
+
+
+def target_text(spec: Mapping[str, Any] | None) -> str:
+    """``torch.optim.SGD(momentum=0.0, ...)`` from a ``_target_`` dict; ``none`` if absent."""
+    if not spec or "_target_" not in spec:
+        return "none"
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if not str(k).startswith("_"))
+    return f"{spec['_target_']}({args})"

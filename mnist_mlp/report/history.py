@@ -1,0 +1,65 @@
+"""Per-epoch training and validation metrics, kept for the report's learning curves.
+
+A callback rather than the MLflow metric history: it works with ``logger=null`` and in tests, and
+its state goes into every checkpoint, so a resumed run still has the epochs before the
+interruption, and ``evaluate.py`` on a checkpoint the epochs before the checkpoint's own (an epoch
+is recorded once the next one starts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+#: The epoch metrics the curves show (logged by the LightningModule at each epoch's end).
+KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+class EpochHistory(Callback):
+    """Records ``KEYS`` once per finished epoch.
+
+    Read at the start of the next epoch and at the end of training: callbacks' own
+    ``on_train_epoch_end`` runs before the LightningModule logs the epoch's training metrics.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def _record(self, trainer: Any, epoch: int) -> None:
+        if trainer.sanity_checking or epoch < 0 or any(h["epoch"] == epoch for h in self.epochs):
+            return
+        metrics = trainer.callback_metrics
+        row = {k: float(metrics[k]) for k in KEYS if k in metrics}
+        if row:
+            self.epochs.append({"epoch": epoch, **row})
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._record(trainer, trainer.current_epoch - 1)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._record(trainer, trainer.current_epoch - 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": [dict(h) for h in self.epochs]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Merge, not replace: ``trainer.test(ckpt_path=best)`` restores an earlier checkpoint's
+        callback states after fit, and the epochs recorded since must survive it."""
+        known = {h["epoch"] for h in self.epochs}
+        saved = [dict(h) for h in state_dict.get("epochs", []) if h["epoch"] not in known]
+        self.epochs = sorted(self.epochs + saved, key=lambda h: h["epoch"])
+
+
+def from_trainer(trainer: Any) -> list[dict[str, float]]:
+    """The recorded epochs of the trainer's ``EpochHistory`` callback; none without one."""
+    found = next((c for c in trainer.callbacks if isinstance(c, EpochHistory)), None)
+    return list(found.epochs) if found else []
+
+
+def from_checkpoint(ckpt: dict[str, Any]) -> list[dict[str, float]]:
+    """The epochs recorded in a checkpoint's callback states (``evaluate.py``)."""
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if str(key).startswith(EpochHistory.__qualname__) and isinstance(state, dict):
+            return [dict(h) for h in state.get("epochs", [])]
+    return []
