@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from mnist_mlp.metrics import TestResults, scores_from_confusion
+from mnist_mlp.metrics import TestMetrics, TestResults
 from mnist_mlp.tracking.describe import headline
 
 
 def _results(confusion: list[list[int]]) -> TestResults:
+    """The test metrics of predictions laid out as ``confusion`` (rows true, columns predicted)."""
     cm = np.asarray(confusion)
-    n = int(cm.sum())
-    return TestResults(loss=0.1, **scores_from_confusion(cm), confusion=confusion,
-                       index=np.arange(n), label=np.zeros(n, int), pred=np.zeros(n, int),
-                       probs=np.zeros((n, len(cm))))
+    pairs = [(t, p) for t in range(len(cm)) for p in range(len(cm)) for _ in range(cm[t, p])]
+    label, pred = (torch.tensor(v) for v in zip(*pairs, strict=True))
+    metrics = TestMetrics(len(cm))
+    metrics.update(F.one_hot(pred, len(cm)).float() * 5, label, torch.arange(len(label)))
+    return metrics.compute()
 
 
 def test_headline_with_and_without_intervals():
