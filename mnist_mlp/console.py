@@ -30,7 +30,7 @@ def quiet_libraries() -> None:
     * torch's FutureWarning about ``LeafSpec`` raised inside Lightning's own code (not ours to fix),
       and MLflow's advice to type-hint the served model's ``predict`` (it has a signature);
     * MLflow's artifact download bars (``evaluate.py run_id=...``: 25 redraws on one line) and the
-      system-metrics monitor's start/stop chatter (its problems are still warnings).
+      system-metrics monitor's messages.
     """
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
@@ -41,7 +41,9 @@ def quiet_libraries() -> None:
     # MLflow's advice to type-hint a PythonModel's predict: the served model has a signature.
     warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    # The monitor's start/stop chatter, and its warning when the tracking server goes away (urllib3's
+    # retry text; tracking.offline reports the outage itself, and the monitor stops there).
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
 
 
 class EpochLines(ProgressBar):
