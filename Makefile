@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: install data train test lint bench ui docs-screenshots clean-venv
+.PHONY: install data train test lint bench ui docs-screenshots clean-venv gpu-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,23 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: data
-	$(BIN)/python -m mnist_mlp.bench $(ARGS)
+	$(BIN)/python -m bench $(ARGS)
+
+# Wheels for scripts/gpu_check.sh on a GPU machine with Python 3.12 and no internet (README "Speed"):
+# hydra-core, omegaconf, mlflow and their dependencies; antlr4-python3-runtime 4.9.3 is only an
+# sdist, so it is built into a (pure-Python) wheel here first. Wheels of what that machine already
+# has (numpy, scipy, scikit-learn, matplotlib and its image/font packages) are dropped again.
+WHEELS ?= .whl
+GPU_PY ?= 3.12
+GPU_HAS ?= numpy scipy scikit_learn matplotlib pillow fonttools contourpy kiwisolver
+gpu-wheels: install
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELS) antlr4-python3-runtime==4.9.3
+	$(BIN)/python -m pip download --quiet -d $(WHEELS) --find-links $(WHEELS) --only-binary=:all: \
+		--python-version $(GPU_PY) --implementation cp --platform manylinux2014_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+		"hydra-core==1.3.*" "omegaconf>=2.3,<2.4" "mlflow==3.17.*"
+	for name in $(GPU_HAS); do rm -f $(WHEELS)/$$name-*.whl; done
+	du -sh $(WHEELS)
 
 # Prints the address of the runs table (MLflow 3 opens a new browser on its GenAI pages otherwise).
 ui: install

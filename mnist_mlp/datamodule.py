@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -23,6 +24,8 @@ class TensorBatches:
     Lightning hands any sized iterable to the loops; a ``DataLoader`` would add a per-sample
     ``__getitem__`` and collate. Evaluation shards never pad (each sample counted once, exact
     metrics under DDP); training shards are cut to equal length so every rank steps in lockstep.
+    With ``chunk=K`` it yields lists of K consecutive batches (the last list shorter), one per
+    fused training iteration (``mnist_mlp.fused``), gathered with one index per list.
     """
 
     def __init__(
@@ -35,8 +38,9 @@ class TensorBatches:
         epoch: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
+        chunk: int | None = None,
     ) -> None:
-        self.x, self.y, self.batch_size = x, y, batch_size
+        self.x, self.y, self.batch_size, self.chunk = x, y, batch_size, chunk
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
         self.rank, self.world_size = rank, world_size
 
@@ -54,9 +58,22 @@ class TensorBatches:
         n = len(self.y)
         per_rank = (n // self.world_size if self.shuffle
                     else len(range(self.rank, n, self.world_size)))
-        return -(-per_rank // self.batch_size)
+        batches = -(-per_rank // self.batch_size)
+        return batches if self.chunk is None else -(-batches // self.chunk)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Any]:
+        if self.chunk is None:
+            return self._batches()
+        return self._chunks(self.chunk)
+
+    def _chunks(self, k: int) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        order = self._indices()
+        for start in range(0, len(order), k * self.batch_size):
+            idx = order[start : start + k * self.batch_size]
+            yield list(zip(self.x[idx].split(self.batch_size), self.y[idx].split(self.batch_size),
+                           idx.split(self.batch_size), strict=True))
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         order = self._indices()
         contiguous = not self.shuffle and self.world_size == 1
         for start in range(0, len(order), self.batch_size):
@@ -169,7 +186,8 @@ class MnistDataModule(L.LightningDataModule):
             self._on_device[split] = (x, y)
         return self._on_device[split]
 
-    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
+    def _loader(self, split: str, batch_size: int, shuffle: bool,
+                chunk: int | None = None) -> TensorBatches:
         trainer = self.trainer
         x, y = self._device_tensors(split)
         return TensorBatches(
@@ -181,16 +199,21 @@ class MnistDataModule(L.LightningDataModule):
             epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
+            chunk=chunk,
         )
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
+        """Chunks of K batches when the LightningModule runs K steps per iteration (its
+        ``steps_per_iteration``), plain batches for a module without it."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        chunk = getattr(module, "steps_per_iteration", None)
+        return self._loader("train", self.batch_size, shuffle=True, chunk=chunk)
 
     def val_dataloader(self) -> TensorBatches:
-        return self._batches("val", self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> TensorBatches:
-        return self._batches("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, shuffle=False)
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,8 @@ def is_interrupt(exception: BaseException) -> bool:
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stops training with a message within ``every_n_steps`` steps of a NaN or infinite loss.
+    """Stops training with a message within ``every_n_steps`` optimizer steps of a NaN or infinite
+    loss, rounded up to a whole iteration (an iteration runs ``model.steps_per_iteration`` steps).
 
     ``EarlyStopping(check_finite=True)`` looks only at epoch ends and stops with success (exit 0);
     Lightning 2 dropped ``terminate_on_nan``. The flag is kept on the device so the check costs one
@@ -41,6 +42,7 @@ class StopOnNonFiniteLoss(Callback):
     def __init__(self, every_n_steps: int = 20) -> None:
         self.every_n_steps = max(1, int(every_n_steps))
         self._bad: torch.Tensor | None = None
+        self._checked_at = 0  # trainer.global_step (optimizer steps) at the last check
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -51,7 +53,8 @@ class StopOnNonFiniteLoss(Callback):
             return
         bad = ~torch.isfinite(loss.detach()).all()
         self._bad = bad if self._bad is None else self._bad | bad
-        if (batch_idx + 1) % self.every_n_steps == 0:
+        if trainer.global_step - self._checked_at >= self.every_n_steps:
+            self._checked_at = trainer.global_step
             self._raise_if_bad(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,5 +1,8 @@
 """The LightningModule: cross-entropy training of the configured network, with epoch-level metrics.
 
+Training runs ``steps_per_iteration`` optimizer steps per Lightning iteration (manual optimization,
+``mnist_mlp.fused``): the data module hands each iteration a chunk of that many batches.
+
 Everything it is built from is a plain dict of ``_target_`` entries, saved as hyperparameters, so a
 checkpoint alone rebuilds the exact network (``load_from_checkpoint`` under ``weights_only=True``).
 """
@@ -13,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_mlp import fused
 from mnist_mlp.metrics import TestMetrics, TestResults
 
 
@@ -35,22 +40,29 @@ class MnistLitModule(L.LightningModule):
         num_classes: int = 10,
         compile: bool = False,
         train_metrics: bool = True,
+        steps_per_iteration: int | str = "auto",
+        cuda_graph: bool = True,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__()
         # logger=False: the tracking glue logs the whole resolved Hydra config with dotted keys.
         self.save_hyperparameters(
             {"net": _plain(net), "optimizer": _plain(optimizer), "lr": lr,
              "scheduler": _plain(scheduler), "num_classes": num_classes, "compile": compile,
-             "train_metrics": train_metrics},
+             "train_metrics": train_metrics, "steps_per_iteration": steps_per_iteration,
+             "cuda_graph": cuda_graph, "gradient_clip_val": gradient_clip_val,
+             "gradient_clip_algorithm": gradient_clip_algorithm},
             logger=False,
         )
-        self.train_metrics = train_metrics  # read every step: an attribute, not an hparams lookup
+        self.automatic_optimization = False  # K optimizer steps per iteration: mnist_mlp.fused
+        self.train_metrics = train_metrics
         self.net = instantiate(self.hparams.net)
         self._forward = torch.compile(self.net) if compile else self.net
-        # Training metrics are updated every step: no NaN check (a host sync per step on a GPU)
-        # and no argument validation (float logits skip it anyway). See README "Speed".
-        self.train_loss, self.val_loss = MeanMetric(nan_strategy="disable"), MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.train_totals = fused.TrainTotals()  # updated once per epoch from the device sums
+        self.fused_step: fused.EagerStep | None = None  # built at train start (needs the optimizer)
+        self.scheduler_monitor = "val/loss"  # what ReduceLROnPlateau reads (configure_optimizers)
+        self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_metrics = TestMetrics(num_classes)  # names: see mnist_mlp.metrics
         self.test_results: TestResults | None = None  # set at the end of each test epoch
@@ -58,19 +70,60 @@ class MnistLitModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        if self.train_metrics:
-            # Accumulate on the device; values are read once per epoch (no host sync per step).
-            self.train_loss.update(loss.detach(), weight=len(y))
-            self.train_acc.update(logits.detach(), y)
-        return loss
+    @property
+    def steps_per_iteration(self) -> int:
+        """K, with ``auto`` resolved for the device trained on (the data module chunks by it)."""
+        return fused.resolve_steps(self.hparams.steps_per_iteration, self.device)
+
+    def on_train_start(self) -> None:
+        self.fused_step = fused.build_step(self, count_correct=self.train_metrics)
+
+    def on_train_epoch_start(self) -> None:
+        if self.fused_step is not None:
+            self.fused_step.reset()
+
+    def training_step(self, chunk: list[tuple[torch.Tensor, ...]], batch_idx: int) -> torch.Tensor:
+        """One optimizer step per batch of the chunk (or of a single ``(x, y, ...)`` batch from
+        another loader); returns the iteration's summed loss (on the device, non-finite when one
+        step's loss was: what the NaN check reads)."""
+        if torch.is_tensor(chunk[0]):
+            chunk = [chunk]
+        for batch in chunk:
+            self.fused_step(batch[0], batch[1])
+        return self.fused_step.iteration_loss(len(chunk))
 
     def on_train_epoch_end(self) -> None:
+        self._step_epoch_schedulers()
         if self.train_metrics:
-            self._log_epoch("train", self.train_loss, self.train_acc)
+            # One torchmetrics update per epoch; compute() syncs across DDP ranks.
+            self.train_totals.update(*self.fused_step.totals())
+            totals = self.train_totals.compute()
+            self.train_totals.reset()
+            self.log_dict({"train/loss": totals["loss"], "train/acc": totals["acc"]},
+                          prog_bar=True, sync_dist=False)
+
+    def _step_epoch_schedulers(self) -> None:
+        """Epoch-interval schedulers, which Lightning steps only under automatic optimization.
+
+        Here validation has run, so ``ReduceLROnPlateau`` sees this epoch's monitored metric; and
+        the checkpoints of this epoch end, written after this hook, hold the stepped schedulers.
+        """
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != "epoch" or (self.current_epoch + 1) % config.frequency:
+                continue
+            metric = None
+            if isinstance(config.scheduler, ReduceLROnPlateau):
+                metric = self.trainer.callback_metrics.get(self.scheduler_monitor)
+                if metric is None:
+                    raise RuntimeError(
+                        f"The LR scheduler monitors {self.scheduler_monitor}, which was not logged "
+                        f"this epoch (logged: {sorted(self.trainer.callback_metrics)}).")
+            self.lr_scheduler_step(config.scheduler, metric)
+
+    def on_validation_model_zero_grad(self) -> None:
+        # A captured CUDA graph writes the gradients into fixed memory: never release them.
+        if not isinstance(self.fused_step, fused.GraphStep):
+            super().on_validation_model_zero_grad()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x, y = batch[0], batch[1]
@@ -109,9 +162,7 @@ class MnistLitModule(L.LightningModule):
             return optimizer
         scheduler_cfg = dict(self.hparams.scheduler)
         interval = scheduler_cfg.pop("interval", "epoch")
-        monitor = scheduler_cfg.pop("monitor", "val/loss")
+        # Manual optimization: Lightning keeps only the interval; the module steps the schedulers.
+        self.scheduler_monitor = scheduler_cfg.pop("monitor", "val/loss")
         scheduler = instantiate(scheduler_cfg)(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor},
-        }
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -2,7 +2,7 @@
 
 On a small CPU the thread count is the largest speed knob there is: with two OpenMP threads on two
 busy cores every small op of this MLP waits at a barrier for a descheduled thread (measured 10-30x
-slower epochs under load), while one thread loses little on an idle machine. ``mnist_mlp.bench``
+slower epochs under load), while one thread loses little on an idle machine. ``python -m bench``
 measures both.
 
 The phases (startup, setup, tracking, fit, test and report, tracking outputs) go to MLflow as

@@ -69,16 +69,29 @@ RULES: tuple[Rule, ...] = (
     Rule("data.mean", float, math.isfinite, "a finite number"),
     Rule("trainer.max_epochs", int, lambda v: v >= 1 or v == -1, "an integer >= 1 (-1: no limit)"),
     Rule("test_ckpt", str, lambda v: v in ("best", "last"), "best or last"),
+    Rule("model.steps_per_iteration", object,
+         lambda v: v == "auto" or (isinstance(v, int) and v >= 1), "an integer >= 1 or auto"),
+    _positive("model.gradient_clip_val"),
+    Rule("model.gradient_clip_algorithm", str, lambda v: v in ("norm", "value"), "norm or value"),
     Rule("callbacks.progress_bar.mode", str, lambda v: v in ("auto", "bar", "lines"),
          "auto (the bar on a terminal, one line per epoch otherwise), bar or lines"),
     Rule("logger.system_metrics", bool, lambda v: True, "true or false"),
     _positive("logger.system_metrics_interval"),
 )
 
+#: Trainer keys Lightning refuses under manual optimization (the fused step), with what to set.
+MANUAL_OPTIMIZATION = {
+    "trainer.gradient_clip_val": ("null", "model.gradient_clip_val (and model.gradient_clip_algorithm)"),
+    "trainer.gradient_clip_algorithm": ("null", "model.gradient_clip_algorithm"),
+    "trainer.accumulate_grad_batches": ("1", "a larger data.batch_size"),
+}
+
 
 def _type_ok(value: Any, kind: type) -> bool:
     if isinstance(value, bool):  # bool is an int to Python, never a size or a rate here
         return kind is bool
+    if kind is object:  # the rule's range check decides
+        return True
     return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 
@@ -97,6 +110,19 @@ def check_values(cfg: DictConfig) -> None:
             continue
         if not (_type_ok(value, rule.kind) and rule.ok(value)):
             raise _refuse(rule.key, value, rule.allowed)
+
+
+def check_manual_optimization(cfg: DictConfig) -> None:
+    """The trainer keys the fused training step cannot honour, refused with the key to use."""
+    for key, (neutral, instead) in MANUAL_OPTIMIZATION.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None or str(value) == neutral:
+            continue
+        raise UserError(
+            f"{key}={value!r} is not allowed: the training step runs several optimizer steps per "
+            f"Lightning iteration (manual optimization), which Lightning's {key.split('.')[1]} does "
+            f"not support. Remove it (or set {key}={neutral}) and use {instead} instead."
+        )
 
 
 def _targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -192,5 +218,6 @@ def check(cfg: DictConfig) -> None:
     """All checks, in the order a user would fix them: references, values, targets, checkpoint."""
     resolve(cfg)
     check_values(cfg)
+    check_manual_optimization(cfg)
     check_targets(cfg)
     check_ckpt_path(cfg)

@@ -1,6 +1,6 @@
 """The benchmark runs end to end (one tiny epoch per path, synthetic MNIST); no timing asserted.
 
-Speed targets live in ``python -m mnist_mlp.bench``'s printed figures, not in unit tests.
+Speed targets live in ``python -m bench``'s printed figures, not in unit tests.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import torch
 from conftest import data_overrides
 
-from mnist_mlp import bench
+from bench import cli
 from mnist_mlp.datamodule import MnistDataModule
 
 
@@ -18,7 +18,7 @@ def test_bench_runs_every_path_and_writes_figures(synthetic_mnist, tmp_path, cap
     data_dir, md5s = synthetic_mnist
     threads = torch.get_num_threads()
     out = tmp_path / "bench"
-    code = bench.main(["--epochs", "1", "--warmup", "1", "--threads", "1", "--devices", "cpu",
+    code = cli.main(["--epochs", "1", "--warmup", "1", "--threads", "1", "--devices", "cpu",
                        "--process-epochs", "1", "--profile-epochs", "1", "--out", str(out),
                        *data_overrides(data_dir, md5s), "data.batch_size=50",
                        "trainer.enable_progress_bar=false", "callbacks.progress_bar=null"])
@@ -30,11 +30,12 @@ def test_bench_runs_every_path_and_writes_figures(synthetic_mnist, tmp_path, cap
     figures = json.loads(next(out.glob("bench-*.json")).read_text())
     paths = figures["cpu"]["paths"]
     assert {"a", "b1", "c"} <= set(paths)
+    assert figures["cpu"]["steps_per_iteration"] == 10 and figures["cpu"]["step"] == "eager"
     assert all(p["s_per_epoch"] > 0 and p["n"] == 1 for p in paths.values())
 
     # the profile: one row per layer added to a bare Trainer, the last one being (a) itself
     layers = figures["cpu"]["profile"]
-    assert [row["layer"].split(" ")[0] for row in layers] == ["Trainer", "+", "+", "+", "+"]
+    assert [row["layer"].split(" ")[0] for row in layers] == ["Trainer", "+", "+", "+", "+", "+"]
     assert all(row["step_s"] > 0 and row["bare_step_s"] > 0 for row in layers)
     assert layers[0]["epoch_end_s"] < layers[-1]["epoch_end_s"]  # no validation in the first
 

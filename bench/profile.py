@@ -5,7 +5,10 @@ does), which drowns a 5% difference between two configurations timed minutes apa
 Lightning training step here is paired with one bare step run right after it (same batch size,
 same network and optimizer, outside the Lightning step's clock): both see the same machine state,
 and medians of 500 such pairs are steady to a few percent. Starting from a bare ``Trainer``, one
-layer of the default configuration is added at a time, so the table reads as what each one costs.
+layer of the default configuration is added at a time, so the table reads as what each one
+costs. The first layer is the plain one-step-per-iteration ``Trainer``, the second adds the fused
+iteration (``model.steps_per_iteration`` steps in one); every step of an iteration is paired with a
+bare step, and times are per optimizer step.
 
 Per-epoch work (validation, checkpoints, MLflow logging, epoch-end metrics) is timed from the
 end of the last training step to the next epoch's start, against the bare loop's validation pass.
@@ -23,10 +26,15 @@ from typing import Any
 import lightning as L
 import torch
 
+from bench.common import compose, sync_device
+from bench.loops import BareLoop
+from mnist_mlp.fused import resolve_steps
+
 
 def layer_overrides(callback_names: Sequence[str]) -> list[tuple[str, list[str]]]:
     """Cumulative layers: (label, Hydra overrides that switch off what is not yet added)."""
     off = {
+        "fused": ["model.steps_per_iteration=1"],
         "validation": ["trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0"],
         "train_metrics": ["model.train_metrics=false"],
         "callbacks": [*[f"callbacks.{name}=null" for name in callback_names],
@@ -35,7 +43,8 @@ def layer_overrides(callback_names: Sequence[str]) -> list[tuple[str, list[str]]
         "logger": ["~logger"],
     }
     labels = [
-        ("Trainer alone (no validation, metrics, callbacks, logger)", None),
+        ("Trainer alone, 1 step/iteration (no validation, metrics, callbacks, logger)", None),
+        ("+ fused iteration (model.steps_per_iteration steps each)", "fused"),
         ("+ validation every epoch", "validation"),
         ("+ training metrics (train/loss, train/acc)", "train_metrics"),
         ("+ default callbacks (checkpoints, progress bar, faults)", "callbacks"),
@@ -53,21 +62,22 @@ def layer_overrides(callback_names: Sequence[str]) -> list[tuple[str, list[str]]
 class PairedSteps(L.Callback):
     """Times each Lightning step against a bare step run right after it, and each epoch end."""
 
-    bare: Any  # mnist_mlp.bench.BareLoop
+    bare: Any  # bench.loops.BareLoop
     steps: list[float] = field(default_factory=list)
+    # iteration start to end only: what an epoch of a single iteration leaves to measure
+    inside_steps: list[float] = field(default_factory=list)
     bare_steps: list[float] = field(default_factory=list)
     epoch_ends: list[float] = field(default_factory=list)
     bare_validations: list[float] = field(default_factory=list)
     _start: float | None = None
     _bare_s: float = 0.0
+    _n: int = 1
     _end: float | None = None
 
     def __post_init__(self) -> None:
         self._generator = torch.Generator().manual_seed(0)
 
     def _bare_step(self) -> float:
-        from mnist_mlp.bench import sync_device
-
         b = self.bare
         b.net.train()
         start = time.perf_counter()
@@ -79,16 +89,18 @@ class PairedSteps(L.Callback):
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         now = time.perf_counter()
         if self._start is not None and batch_idx > 0:
-            self.steps.append(now - self._start - self._bare_s)
+            self.steps.append((now - self._start - self._bare_s) / self._n)
         self._start = now
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        from mnist_mlp.bench import sync_device
-
         sync_device(pl_module.device)
-        self._bare_s = self._bare_step()
-        self.bare_steps.append(self._bare_s)
+        self._n = len(batch) if isinstance(batch, list) else 1  # optimizer steps in the iteration
+        if self._start is not None:
+            self.inside_steps.append((time.perf_counter() - self._start) / self._n)
+        bare = [self._bare_step() for _ in range(self._n)]
+        self._bare_s = sum(bare)
+        self.bare_steps.extend(bare)
         self._end = time.perf_counter()
 
     def _epoch_boundary(self) -> None:
@@ -116,8 +128,9 @@ def profile_layer(cfg: Any, bare: Any) -> dict[str, float]:
     paired = PairedSteps(bare)
     trainer.callbacks.insert(0, paired)
     trainer.fit(model, datamodule=datamodule)
-    n = trainer.num_training_batches
-    step, bare_step = statistics.median(paired.steps), statistics.median(paired.bare_steps)
+    n = trainer.global_step // max(1, trainer.current_epoch)  # optimizer steps per epoch
+    step = statistics.median(paired.steps or paired.inside_steps)
+    bare_step = statistics.median(paired.bare_steps)
     # the first epoch end carries one-off work (first checkpoint file, first MLflow batch)
     ends = paired.epoch_ends[1:] or paired.epoch_ends
     end, bare_val = statistics.median(ends), statistics.median(paired.bare_validations)
@@ -129,12 +142,12 @@ def profile_layer(cfg: Any, bare: Any) -> dict[str, float]:
 def profile(overrides: Sequence[str], tmp: Path, device: torch.device, epochs: int,
             threads: int) -> list[dict[str, Any]]:
     """Each cumulative layer fitted for ``epochs`` epochs, paired with one shared bare loop."""
-    from mnist_mlp.bench import BareLoop, compose
-
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     common = [f"trainer.max_epochs={epochs}", f"trainer.accelerator={accelerator}", *overrides]
     default = compose(common, tmp / "profile-default")
     layers = layer_overrides(list(default.get("callbacks") or {}))
+    steps = resolve_steps(default.model.steps_per_iteration, device)
+    layers[1] = (layers[1][0].replace("model.steps_per_iteration", str(steps)), layers[1][1])
     bare, rows = None, []
     for i, (label, layer) in enumerate(layers):
         cfg = compose([*common, *layer], tmp / f"profile-{i}")

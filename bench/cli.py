@@ -1,0 +1,93 @@
+"""``python -m bench``: arguments, the order of the jobs, the JSON file of the figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import bench
+from bench import epochs, process, profile
+from mnist_mlp.paths import repo_root
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=bench.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per path (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed epochs per path first")
+    p.add_argument("--threads", type=lambda s: [int(t) for t in s.split(",")], default=[1, 2],
+                   help="CPU thread counts for the bare loop; the project uses the config's "
+                        "`threads` (default 1,2)")
+    p.add_argument("--devices", default="auto", help="cpu, cuda, or auto (cpu, and cuda if any)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of path (c)")
+    p.add_argument("--no-torchvision", action="store_true", help="skip path (c)")
+    p.add_argument("--process-epochs", type=int, default=1,
+                   help="epochs of the whole-process `python train.py` run (0 skips it)")
+    p.add_argument("--profile-epochs", type=int, default=2,
+                   help="epochs per layer of the overhead profile (0 skips it; default 2)")
+    p.add_argument("--out", default=str(repo_root() / "bench_results"),
+                   help="folder for the JSON of the figures")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for the project's config, "
+                   "e.g. model.compile=true trainer.precision=bf16-mixed data.batch_size=100")
+    return p.parse_args(argv)
+
+
+def _devices(spec: str) -> list[torch.device]:
+    if spec == "auto":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    return [torch.device(d) for d in spec.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load = os.getloadavg()
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load[0]:.2f} "
+          f"{load[1]:.2f} {load[2]:.2f}; {args.warmup} warm-up + {args.epochs} timed epochs/path")
+    report: dict[str, Any] = {"load_before": load, "argv": sys.argv[1:]}
+    with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        data_mb = 0.0
+        for device in _devices(args.devices):
+            result = epochs.bench_device(device, args, tmp)
+            rows = epochs.summarise(result, args.warmup)
+            epochs.print_table(str(device), result, rows)
+            data_mb = result["data_mb"]
+            report[str(device)] = {"paths": rows, "test_s": result["test_s"],
+                                   "test_what": result["test_what"], "threads": result["threads"],
+                                   "raw": result["timings"].seconds,
+                                   "raw_cpu": result["timings"].cpu_seconds,
+                                   "steps_per_iteration": result["steps_per_iteration"],
+                                   "step": result["step"]}
+            if args.profile_epochs:
+                layers = profile.profile(args.overrides, tmp / f"{device.type}-profile", device,
+                                         args.profile_epochs, result["threads"][0])
+                profile.print_profile(str(device), layers)
+                report[str(device)]["profile"] = layers
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS of this benchmark process (all paths, data loaded twice): {rss:.0f} MB")
+        if args.process_epochs:
+            proc = process.process_run(args, tmp)
+            a = report["cpu"]["paths"]["a"]["s_per_epoch"] if "cpu" in report else 0.0
+            proc["fixed_s"] = proc["wall_s"] - proc["epochs"] * a
+            proc["import_rss_mb"] = process.import_memory()
+            proc["data_mb"] = data_mb
+            report["process"] = proc
+            process.print_process(proc, a)
+    report["load_after"] = os.getloadavg()
+    print(f"load average after: {report['load_after'][0]:.2f}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(f"figures: {path}")
+    return 0
+
