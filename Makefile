@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: install data train test lint bench ui clean-venv gpu-wheels
+.PHONY: install data train test lint bench ui docs-screenshots clean-venv gpu-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +49,16 @@ gpu-wheels: install
 	for name in $(GPU_HAS); do rm -f $(WHEELS)/$$name-*.whl; done
 	du -sh $(WHEELS)
 
+# Prints the address of the runs table (MLflow 3 opens a new browser on its GenAI pages otherwise).
 ui: install
 	mkdir -p mlruns/artifacts
+	@$(BIN)/python -m mnist_mlp.tracking.ui --host $(UI_HOST) --port $(UI_PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT)
+
+# docs/*.png: a short sweep on MNIST into a temporary store, photographed in headless Chromium.
+docs-screenshots: data
+	$(BIN)/python docs/screenshots.py
 
 clean-venv:
 	rm -rf $(VENV)

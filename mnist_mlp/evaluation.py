@@ -13,7 +13,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp import checkpoint, report, tracking
+from mnist_mlp import checkpoint, console, report, tracking
 from mnist_mlp.errors import UserError
 from mnist_mlp.report import history
 
@@ -63,6 +63,7 @@ def evaluate_run(cfg: DictConfig) -> dict[str, float]:
 
 def evaluate_cli(cfg: DictConfig) -> float:
     """``evaluate`` for the command line: user errors become one paragraph and exit status 2."""
+    console.quiet_libraries()
     try:
         if bool(cfg.get("ckpt_path")) == bool(cfg.get("run_id")):
             raise UserError(

@@ -11,11 +11,11 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from mnist_mlp import ddp, faults, report, tracking, validation
+from mnist_mlp import console, ddp, faults, report, tracking, validation
 from mnist_mlp.errors import UserError
 from mnist_mlp.report import history
 from mnist_mlp.speed import PhaseClock, apply_torch_settings
@@ -30,8 +30,14 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # else Lightning refuses the configured bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not cfg.trainer.get("enable_model_summary", True):  # else the configured one still prints
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
+    # A configured summary callback is the summary: Lightning's flag would only add a second
+    # (and say it skipped it).
+    own_summary = any(isinstance(c, ModelSummary) for c in callbacks)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
+                          **({"enable_model_summary": False} if own_summary else {}))
     if logger and trainer.fast_dev_run:  # Lightning swaps in a dummy logger: track smoke runs too
         trainer.loggers = [logger]
     return datamodule, model, trainer
@@ -40,6 +46,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the test metrics and the optimised metric, as floats."""
     clock = PhaseClock()
+    console.quiet_libraries()
     report.check_digits(cfg.get("report_digits", 4))  # a typo must not cost a training run
     report.Settings.from_config(cfg.get("report"))
     apply_torch_settings(cfg)

@@ -41,19 +41,29 @@ def process_age() -> float | None:
 
 
 class PhaseClock:
-    """Wall seconds per named phase, each ending at its ``mark``; ``startup`` before the clock."""
+    """Wall seconds per named phase, each ending at its ``mark``; ``startup`` before the clock.
+
+    ``startup`` of the first clock in a process is the process's age (interpreter, imports,
+    Hydra). A Hydra multirun runs its jobs one after another in the same process (or in reused
+    joblib workers): a later job's ``startup`` is the time since the previous clock's last mark,
+    i.e. that job's own start (Hydra's compose, output folder), not the jobs before it.
+    """
+
+    _previous_end: float | None = None  # perf_counter of the last mark of any clock in this process
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        startup = process_age()
+        now = time.perf_counter()
+        previous = PhaseClock._previous_end
+        startup = process_age() if previous is None else now - previous
         if startup is not None:
             self.seconds["startup"] = startup
-        self._last = time.perf_counter()
+        self._last = now
 
     def mark(self, phase: str) -> None:
         now = time.perf_counter()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
-        self._last = now
+        self._last = PhaseClock._previous_end = now
 
     def summary(self) -> str:
         return ", ".join(f"{phase} {s:.1f} s" for phase, s in self.seconds.items())

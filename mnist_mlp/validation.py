@@ -73,6 +73,10 @@ RULES: tuple[Rule, ...] = (
          lambda v: v == "auto" or (isinstance(v, int) and v >= 1), "an integer >= 1 or auto"),
     _positive("model.gradient_clip_val"),
     Rule("model.gradient_clip_algorithm", str, lambda v: v in ("norm", "value"), "norm or value"),
+    Rule("callbacks.progress_bar.mode", str, lambda v: v in ("auto", "bar", "lines"),
+         "auto (the bar on a terminal, one line per epoch otherwise), bar or lines"),
+    Rule("logger.system_metrics", bool, lambda v: True, "true or false"),
+    _positive("logger.system_metrics_interval"),
 )
 
 #: Trainer keys Lightning refuses under manual optimization (the fused step), with what to set.
@@ -85,7 +89,7 @@ MANUAL_OPTIMIZATION = {
 
 def _type_ok(value: Any, kind: type) -> bool:
     if isinstance(value, bool):  # bool is an int to Python, never a size or a rate here
-        return False
+        return kind is bool
     if kind is object:  # the rule's range check decides
         return True
     return isinstance(value, int | float) if kind is float else isinstance(value, kind)

@@ -10,6 +10,12 @@ metrics; this package adds what it does not, one module per job:
 * ``run``: one training job's run (params, tags, config files, report, best checkpoint, model);
 * ``sweep``: a parent run per Hydra multirun;
 * ``evaluation``: ``evaluate.py run_id=<id>``'s checkpoint download and its new, linked run;
+* ``logger``: ``MLFlowLogger`` with the run-level switches of ``conf/logger/mlflow.yaml``;
+* ``datasets``: MNIST's splits as the run's dataset inputs;
+* ``system``: MLflow's system-metrics monitor for the run;
+* ``describe``: the run's description, its headline;
+* ``model`` (with ``served_model``, the model's code): the network as a pickle-free pyfunc model;
+* ``ui``: the MLflow UI's address of the runs table (``make ui``);
 * ``offline``, ``buffered_logger``, ``sync``: a tracking server that stops answering mid-run costs
   nothing: writes are kept in the run's output folder and sent when it answers again, or later by
   ``python -m mnist_mlp.tracking.sync <output dir>``.
@@ -18,7 +24,8 @@ Layout in the store (``logger.tracking_uri``, experiment ``logger.experiment_nam
 
 * one run per training job, tagged ``mnist_mlp.role=train``; artifacts ``config.yaml``,
   ``overrides.yaml``, ``report/*``, ``checkpoints/<best>.ckpt``; the model as logged model ``model``
-  (``mlflow.pytorch.load_model("runs:/<run_id>/model")``);
+  (``mlflow.pyfunc.load_model("runs:/<run_id>/model")``); dataset inputs, system metrics and a
+  description;
 * a Hydra multirun adds one parent run (``mnist_mlp.role=sweep``, named after the sweep overrides)
   and nests each job under it (``mlflow.parentRunId``); jobs are named by their swept values
   (``lr=0.01,seed=1``) and share the tag ``sweep.dir``;

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from mnist_mlp.tracking.logger import MlflowLogger
 from mnist_mlp.tracking.offline import BufferedClient, is_remote
 
 
-class BufferedMLFlowLogger(MLFlowLogger):
+class BufferedMLFlowLogger(MlflowLogger):
     """Lightning's ``MLFlowLogger`` writing through a ``BufferedClient`` to an ``http(s)`` server.
 
     Lightning calls ``log_batch`` on every ``log_metrics``; with this client those calls, and the
@@ -29,10 +29,12 @@ class BufferedMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        """As Lightning's, without its ``get_run`` (a read the server may not answer)."""
+        """As Lightning's, without its ``get_run`` (a read the server may not answer); a successful
+        run that ``tracking.run`` ends itself stays open (``MlflowLogger.owned``)."""
         if not self._initialized:
             return
         status = {"success": "FINISHED", "failed": "FAILED", "finished": "FINISHED"}.get(status, status)
         if self._checkpoint_callback:
             self._scan_and_log_checkpoints(self._checkpoint_callback)
-        self.experiment.set_terminated(self.run_id, status)
+        if not (self.owned and status == "FINISHED"):
+            self.experiment.set_terminated(self.run_id, status)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import tempfile
@@ -15,10 +14,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp.tracking import offline
+from mnist_mlp.tracking.datasets import log_datasets
+from mnist_mlp.tracking.describe import describe_run
+from mnist_mlp.tracking.model import model_payload
 from mnist_mlp.tracking.naming import (
     BEST_CKPT_TAG,
     CKPT_DIR,
-    MODEL_NAME,
     PARENT_TAG,
     REPORT_DIR,
     ROLE_TAG,
@@ -32,6 +33,7 @@ from mnist_mlp.tracking.naming import (
 from mnist_mlp.tracking.record import config_params, git_tags, hydra_config, overrides_yaml
 from mnist_mlp.tracking.store import ending, log_batch, open_store
 from mnist_mlp.tracking.sweep import find_sweep_parent
+from mnist_mlp.tracking.system import system_metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +75,11 @@ class TrackedRun:
         tags = {ROLE_TAG: "train", **git_tags(), **self._data_tags(), **self._sweep_tags(
             experiment_id)}
         self.logger.tags = {**tags, **(self.logger.tags or {})}
+        self.logger.owned = True  # ended by tracked_run's ``ending``, not after fit (tracking.logger)
         self.run_id = self.logger.run_id  # MLFlowLogger creates the run here
         self.client = self.logger.experiment  # one client: BufferedMLFlowLogger's survives an outage
         log_batch(self.client, self.run_id, params=config_params(self.cfg))
+        log_datasets(self.client, self.run_id, self.datamodule)
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
             Path(tmp, "overrides.yaml").write_text(overrides_yaml())
@@ -121,37 +125,19 @@ class TrackedRun:
         if best and Path(best).is_file():
             self.client.log_artifact(self.run_id, best, CKPT_DIR)
             self.client.set_tag(self.run_id, BEST_CKPT_TAG, f"{CKPT_DIR}/{Path(best).name}")
-        offline.log_model(self.client, self.run_id, self.trainer.lightning_module.net, self.log_model)
+        module = self.trainer.lightning_module
+        describe_run(self.client, self.run_id, self.cfg, self.trainer.callback_metrics,
+                     module.test_results)
+        offline.log_model(self.client, self.run_id, model_payload(module, self.datamodule),
+                          self.log_model)
 
-    def log_model(self, net: Any) -> None:
-        """The bare network, on CPU in eval mode, as logged model ``model`` of this run.
+    def log_model(self, payload: dict[str, Any]) -> None:
+        """The network (``tracking.model.model_payload``) as logged model ``model``, loadable
+        without pickle; also what ``tracking.sync`` calls for a model an outage kept back."""
+        from mnist_mlp.tracking.model import log_model
 
-        ``mlflow.pytorch.log_model`` files the model under the active run's experiment, so the run
-        is resumed for the call (its ending is then set by ``ending``). Pickle serialisation with
-        explicit requirements and signature avoids MLflow's slow requirement inference; the package
-        goes along as code so the model loads without this project installed.
-        """
-        import mlflow
-        import mlflow.pytorch
-        import numpy as np
-        import torch
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        net = copy.deepcopy(net).cpu().eval()
-        n_in, n_out = net.wih.in_features, net.who.out_features
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_in))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_out))]),
-        )
-        requirements = [f"torch=={torch.__version__.split('+')[0]}",
-                        f"omegaconf=={_version('omegaconf')}"]
-        mlflow.set_tracking_uri(self.cfg.logger.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(
-                net, name=MODEL_NAME, signature=signature, serialization_format="pickle",
-                pip_requirements=requirements, code_paths=[str(Path(__file__).parents[1])],
-            )
+        log_model(self.run_id, self.cfg.logger.tracking_uri, payload,
+                  getattr(self.logger, "registered_model_name", None))
 
     def log_timings(self, seconds: Mapping[str, float]) -> None:
         """Wall seconds per phase of the run (``mnist_mlp.speed.PhaseClock``) as ``time/<phase>_s``."""
@@ -160,23 +146,22 @@ class TrackedRun:
         log_batch(self.client, self.run_id, metrics={f"time/{p}_s": s for p, s in seconds.items()})
 
 
-def _version(dist: str) -> str:
-    from importlib.metadata import version
-
-    return version(dist)
-
-
 @contextlib.contextmanager
 def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[TrackedRun]:
     """The MLflow run around fit and test, closed as FINISHED, FAILED or KILLED.
 
     Lightning closes the run itself when fit or test raise, always as FAILED; a SIGTERM that the
-    trainer saw without raising still makes the run KILLED.
+    trainer saw without raising still makes the run KILLED. A successful fit leaves it open
+    (``tracking.logger``), so the system-metrics monitor runs until the outputs are logged.
     """
     run = TrackedRun(cfg, trainer, datamodule, _mlflow_logger(trainer))
     run.start()
+    lg = run.logger
+    on = lg is not None and getattr(lg, "system_metrics", False) and trainer.is_global_zero
+    monitor = (system_metrics(run.run_id, cfg.logger.tracking_uri, lg.system_metrics_interval)
+               if on else contextlib.nullcontext())
     try:
-        with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm):
+        with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm), monitor:
             yield run
     finally:
         offline.close(run.client)  # sends what a server outage kept back, or says how to

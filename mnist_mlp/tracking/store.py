@@ -15,6 +15,8 @@ from mnist_mlp.errors import UserError
 log = logging.getLogger(__name__)
 
 _BATCH = 100  # MLflow's limit of params/tags per log_batch call
+# MLflow 3's UI opens an experiment on its GenAI pages unless it is a model-training experiment.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 @contextlib.contextmanager
@@ -59,7 +61,8 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
             experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
             try:
-                return client, client.create_experiment(experiment_name, artifact_location)
+                return client, client.create_experiment(experiment_name, artifact_location,
+                                                        tags=EXPERIMENT_KIND)
             except MlflowException:  # created meanwhile by a job started beside this one
                 experiment = client.get_experiment_by_name(experiment_name)
                 if experiment is None:

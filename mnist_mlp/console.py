@@ -1,0 +1,95 @@
+"""What a run prints: the libraries' noise removed, and a progress display that suits where stdout goes.
+
+On a terminal the tqdm bar redraws one line in place; written to a file or a CI log, every redraw
+is a new line (about 100 lines per epoch at ``refresh_rate: 50``). ``progress_bar`` picks, at build
+time, the bar for a terminal and ``EpochLines`` (one line per epoch with its metrics) otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from typing import Any
+
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+_TIP = "💡 Tip:"  # Lightning's advertisements for its cloud products (litlogger, litmodels)
+
+
+def _no_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_TIP)
+
+
+def quiet_libraries() -> None:
+    """Remove messages that tell a user of this project nothing; idempotent.
+
+    * Lightning's ``💡 Tip: ... litlogger`` advertisement, logged by every ``Trainer``;
+    * torch's FutureWarning about ``LeafSpec`` raised inside Lightning's own code (not ours to fix),
+      and MLflow's advice to type-hint the served model's ``predict`` (it has a signature);
+    * MLflow's artifact download bars (``evaluate.py run_id=...``: 25 redraws on one line) and the
+      system-metrics monitor's messages.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _no_tips not in logger.filters:
+            logger.addFilter(_no_tips)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    # MLflow's advice to type-hint a PythonModel's predict: the served model has a signature.
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # The monitor's start/stop chatter, and its warning when the tracking server goes away (urllib3's
+    # retry text; tracking.offline reports the outage itself, and the monitor stops there).
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
+
+
+class EpochLines(ProgressBar):
+    """One line per training epoch: its number, the progress-bar metrics and the epoch's seconds.
+
+    Printed when the next epoch starts and when training ends, because the module logs its
+    training metrics in ``on_train_epoch_end``, which Lightning calls after every callback's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._epoch_start = time.perf_counter()
+        self._pending: int | None = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._flush(trainer)
+        self._epoch_start = time.perf_counter()
+        self._pending = trainer.current_epoch
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._flush(trainer)
+
+    def _flush(self, trainer: Any) -> None:
+        if self._pending is None or not self._enabled or not trainer.is_global_zero:
+            self._pending = None
+            return
+        metrics = {k: v for k, v in self.get_metrics(trainer, trainer.lightning_module).items()
+                   if k != "v_num"}
+        text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in sorted(metrics.items()))
+        seconds = time.perf_counter() - self._epoch_start
+        of = f"/{trainer.max_epochs}" if (trainer.max_epochs or -1) > 0 else ""
+        print(f"Epoch {self._pending + 1}{of}: {text} ({seconds:.1f} s)", flush=True)
+        self._pending = None
+
+
+def progress_bar(mode: str = "auto", refresh_rate: int = 50) -> ProgressBar:
+    """``bar`` (tqdm), ``lines`` (``EpochLines``) or ``auto``: the bar when stdout is a terminal."""
+    if mode not in ("auto", "bar", "lines"):
+        raise ValueError(f"callbacks.progress_bar.mode={mode!r}: use auto, bar or lines")
+    use_bar = mode == "bar" or (mode == "auto" and sys.stdout.isatty())
+    return TQDMProgressBar(refresh_rate=refresh_rate) if use_bar else EpochLines()
