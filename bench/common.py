@@ -61,7 +61,8 @@ def compose(overrides: Iterable[str], tmp: Path) -> Any:
     paths = [f"trainer.default_root_dir={tmp}", f"report_dir={tmp}/report"]
     if "~logger" not in overrides:  # ~logger: the Trainer without MLflow
         paths += [f"logger.tracking_uri=sqlite:///{tmp}/mlruns/mlflow.db",
-                  f"logger.artifact_location={tmp}/mlruns/artifacts"]
+                  f"logger.artifact_location={tmp}/mlruns/artifacts",
+                  f"logger.buffer_dir={tmp}/mlflow_buffer"]
     if not any(o.startswith("callbacks.model_checkpoint=") for o in overrides):
         paths.append(f"callbacks.model_checkpoint.dirpath={tmp}/checkpoints")
     from hydra.core.global_hydra import GlobalHydra

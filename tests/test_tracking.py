@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,9 @@ from conftest import ROOT, ctrl_c_as_in_a_terminal, data_overrides, store_overri
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
+from mlflow_server import free_port
 from omegaconf import OmegaConf
+from tracking_helpers import artifacts, runs_in
 
 import mnist_mlp  # noqa: F401
 from mnist_mlp import tracking
@@ -61,27 +62,13 @@ def run_train(*overrides: str, timeout: int = 400) -> subprocess.CompletedProces
 
 
 def _runs(client: MlflowClient, role: str = "train") -> list:
-    exp = client.get_experiment_by_name("mnist-mlp")
-    return client.search_runs([exp.experiment_id], f"tags.`mnist_mlp.role` = '{role}'")
-
-
-def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    out = set()
-    for a in client.list_artifacts(run_id, path):
-        out |= _artifacts(client, run_id, a.path) if a.is_dir else {a.path}
-    return out
+    return runs_in(client, "mnist-mlp", role)
 
 
 def _overrides_for(tmp_path: Path, uri: str) -> list[str]:
     """``store_overrides`` with the tracking URI replaced rather than given twice."""
     keep = [o for o in store_overrides(tmp_path) if not o.startswith("logger.")]
     return [*keep, f"logger.tracking_uri={uri}"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- pure pieces ---------------------
@@ -110,7 +97,7 @@ def test_sweep_jobs_are_named_by_their_swept_values():
 
 
 def test_unreachable_server_is_a_user_error_within_seconds():
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(UserError, match=rf"logger.tracking_uri={uri} cannot be used"):
         tracking.open_store(uri, "mnist-mlp")
@@ -140,7 +127,7 @@ def test_evaluation_gets_the_checkpoint_and_records_a_new_linked_run(store, tmp_
     assert run.data.tags["mlflow.parentRunId"] == source
     assert run.data.tags["mnist_mlp.evaluates"] == source
     assert run.data.metrics == {"test/acc": 0.95, "test/f1_class_4": 0.9}
-    assert _artifacts(store, ev.run_id) == {"report/report.md"}
+    assert artifacts(store, ev.run_id) == {"report/report.md"}
     assert store.get_run(source).data.metrics == {"test/acc": 0.9}  # the source run is untouched
     with pytest.raises(UserError, match="has no checkpoint artifact"):
         with tracking.evaluation_run(empty, lcfg, tmp_path / "dl2"):
@@ -190,7 +177,7 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(
     tags = run.data.tags
     assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
     assert {tags[f"data.md5.{k}"] for k in md5s} == set(md5s.values())
-    arts = _artifacts(store, rid)
+    arts = artifacts(store, rid)
     assert {"config.yaml", "overrides.yaml", "report/confusion_matrix.png"} <= arts
     assert tags["best_checkpoint"] in arts and tags["best_checkpoint"].endswith(".ckpt")
     overrides = store.download_artifacts(rid, "overrides.yaml", str(tmp_path))
@@ -214,7 +201,7 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(
     assert evaluation.info.status == "FINISHED"
     assert evaluation.data.tags["mlflow.parentRunId"] == rid
     assert evaluation.data.metrics["test/acc"] == run.data.metrics["test/acc"]
-    assert {"report/report.html", "report/predictions.csv"} <= _artifacts(store, evaluation.info.run_id)
+    assert {"report/report.html", "report/predictions.csv"} <= artifacts(store, evaluation.info.run_id)
     assert store.get_run(rid).data.metrics == run.data.metrics  # the training run is untouched
 
 
@@ -239,8 +226,8 @@ def test_parallel_sweep_on_a_fresh_store_gives_one_named_grouped_run_per_job(
         assert job.data.tags["sweep.dir"] == parent.data.tags["sweep.dir"]
         assert job.data.params["model.lr"] == job.info.run_name.split("=")[1]
         assert set(EPOCH_METRICS) | {"test/acc"} <= set(job.data.metrics)
-        assert {"config.yaml", "overrides.yaml"} <= _artifacts(client, job.info.run_id)
-        assert job.data.tags["best_checkpoint"] in _artifacts(client, job.info.run_id)
+        assert {"config.yaml", "overrides.yaml"} <= artifacts(client, job.info.run_id)
+        assert job.data.tags["best_checkpoint"] in artifacts(client, job.info.run_id)
 
 
 def test_a_failing_run_is_failed_with_its_params_kept_and_earlier_runs_unchanged(
@@ -292,7 +279,7 @@ def test_an_interrupted_run_is_killed_with_its_epoch_metrics_kept(synthetic_mnis
 
 def test_unreachable_tracking_server_stops_before_training(synthetic_mnist, tmp_path):
     data_dir, md5s = synthetic_mnist
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     result = run_train("trainer.fast_dev_run=true", *data_overrides(data_dir, md5s),
                        *_overrides_for(tmp_path, uri))
     assert result.returncode == 2
@@ -301,7 +288,7 @@ def test_unreachable_tracking_server_stops_before_training(synthetic_mnist, tmp_
 
 
 def test_a_run_against_a_real_mlflow_server_reads_back_over_http(synthetic_mnist, tmp_path):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1",
@@ -327,7 +314,7 @@ def test_a_run_against_a_real_mlflow_server_reads_back_over_http(synthetic_mnist
         (run,) = _runs(client)
         assert run.info.status == "FINISHED" and run.data.params["trainer.fast_dev_run"] == "True"
         assert {"train/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
-        assert {"config.yaml", "overrides.yaml"} <= _artifacts(client, run.info.run_id)
+        assert {"config.yaml", "overrides.yaml"} <= artifacts(client, run.info.run_id)
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
         server.wait(timeout=30)
