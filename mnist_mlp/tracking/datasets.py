@@ -7,17 +7,28 @@ logged before training, so a run that fails in epoch 3 still says what it traine
 
 The digest is made of the MD5s the data module verified, plus for train and validation the split
 (``data.val_size``, ``data.split_seed``): equal digests mean the same images in the same split.
+
+Parallel jobs of one sweep log the same datasets into one experiment at the same moment. MLflow's
+store looks a dataset up and inserts it if missing in one transaction, and two jobs can both miss
+it: the second insert then fails on the store's unique key (SQLite ``UNIQUE constraint failed``,
+PostgreSQL ``UniqueViolation``) and the transaction rolls back whole. ``log_datasets`` retries
+that case; the retry finds the other job's row and only links it to this run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 import warnings
 from typing import Any
 
 from mnist_mlp import fetch
 
 CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
+ATTEMPTS = 5
+# How the stores word a lost insert race on the datasets table: SQLite, PostgreSQL, MySQL.
+_DUPLICATE_KEY = ("UNIQUE constraint failed", "UniqueViolation", "Duplicate entry")
 
 
 def _digest(*parts: str) -> str:
@@ -60,6 +71,20 @@ def split_inputs(datamodule: Any) -> list[Any]:
     return inputs
 
 
+def _lost_insert_race(error: Exception) -> bool:
+    return any(words in str(error) for words in _DUPLICATE_KEY)
+
+
 def log_datasets(client: Any, run_id: str, datamodule: Any) -> None:
     """MNIST's three splits as the run's dataset inputs (the UI's Dataset column and run page)."""
-    client.log_inputs(run_id, datasets=split_inputs(datamodule))
+    from mlflow.exceptions import MlflowException
+
+    inputs = split_inputs(datamodule)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            if attempt == ATTEMPTS or not _lost_insert_race(error):
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * attempt)  # apart from the other losers
