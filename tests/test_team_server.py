@@ -119,6 +119,43 @@ def test_no_or_wrong_credentials_are_refused_and_train_stops_before_training(
     assert MlflowClient(team_server.uri).get_experiment_by_name(experiment) is None  # nothing made
 
 
+def test_a_member_who_may_only_read_an_experiment_is_refused_before_training(
+    team_server, synthetic_mnist, tmp_path, monkeypatch
+):
+    """READ (every member's default on others' experiments) passes the store check but creates no
+    run: train.py, a sweep and evaluate.py stop with the 403 paragraph and record nothing."""
+    as_user(monkeypatch, team_server.user)
+    owner = MlflowClient(team_server.uri)
+    experiment = "team-read-only"
+    experiment_id = owner.create_experiment(experiment)
+    best = f"{tracking.CKPT_DIR}/best.ckpt"
+    source = owner.create_run(experiment_id, tags={tracking.BEST_CKPT_TAG: best}).info.run_id
+    (tmp_path / "best.ckpt").write_bytes(b"never loaded: the evaluation run is refused first")
+    owner.log_artifact(source, str(tmp_path / "best.ckpt"), tracking.CKPT_DIR)
+
+    reader = team_server.create_user("reader")
+    as_user(monkeypatch, reader)
+    data_dir, md5s = synthetic_mnist
+    overrides = [*data_overrides(data_dir, md5s), *quiet(),
+                 *server_overrides(tmp_path, team_server.uri, experiment)]
+    refused = ("HTTP 403", "user reader may not use")
+    for result in (run_train("trainer.max_epochs=1", *overrides),
+                   run_train("-m", "model.lr=0.01,0.1", *overrides)):
+        assert_one_paragraph(result, *refused, f"logger.experiment_name={experiment}. Ask the "
+                             "server's admin for EDIT permission")
+        assert "Epoch 0" not in result.stdout + result.stderr
+    evaluation = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), f"run_id={source}",
+         f"hydra.run.dir={tmp_path}/evaluate", *data_overrides(data_dir, md5s),
+         *server_overrides(tmp_path, team_server.uri, experiment)[:3]],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert_one_paragraph(evaluation, *refused, f"experiment {experiment_id}, where the evaluation "
+                         f"of run {source} is recorded")
+    assert not list((tmp_path / "outputs").rglob("*.ckpt"))
+    assert [r.info.run_id for r in owner.search_runs([experiment_id])] == [source]
+
+
 def test_credentials_inside_the_tracking_uri_are_refused_unsent():
     with pytest.raises(UserError, match="MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") as err:
         tracking.open_store("http://alice:s3cret-pw@127.0.0.1:9/", "mnist-mlp")

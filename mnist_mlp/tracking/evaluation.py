@@ -20,7 +20,7 @@ from mnist_mlp.tracking.naming import (
     RUN_NAME_TAG,
 )
 from mnist_mlp.tracking.record import git_tags
-from mnist_mlp.tracking.store import ending, log_batch, open_store
+from mnist_mlp.tracking.store import ending, log_batch, open_store, refusals_explained
 
 
 @dataclass
@@ -82,7 +82,9 @@ def evaluation_run(run_id: str, logger_cfg: Mapping[str, Any],
     ckpt = run_checkpoint(client, source, dst)
     tags = {ROLE_TAG: "evaluate", EVALUATES_TAG: run_id, PARENT_TAG: run_id,
             RUN_NAME_TAG: f"evaluate {source.info.run_name}", **git_tags()}
-    run = client.create_run(source.info.experiment_id, tags=tags)
+    where = f"experiment {source.info.experiment_id}, where the evaluation of run {run_id} is recorded"
+    with refusals_explained(uri, logger_cfg["experiment_name"], where):
+        run = client.create_run(source.info.experiment_id, tags=tags)
     client.log_param(run.info.run_id, "source_checkpoint", f"runs:/{run_id}/{CKPT_DIR}/{ckpt.name}")
     ev = EvaluationRun(client, run.info.run_id, ckpt)
     with ending(client, ev.run_id):

@@ -31,7 +31,7 @@ from mnist_mlp.tracking.naming import (
     single_run_name,
 )
 from mnist_mlp.tracking.record import config_params, git_tags, hydra_config, overrides_yaml
-from mnist_mlp.tracking.store import ending, log_batch, open_store
+from mnist_mlp.tracking.store import ending, log_batch, open_store, refusals_explained
 from mnist_mlp.tracking.sweep import find_sweep_parent
 from mnist_mlp.tracking.system import system_metrics
 
@@ -76,7 +76,8 @@ class TrackedRun:
             experiment_id)}
         self.logger.tags = {**tags, **(self.logger.tags or {})}
         self.logger.owned = True  # ended by tracked_run's ``ending``, not after fit (tracking.logger)
-        self.run_id = self.logger.run_id  # MLFlowLogger creates the run here
+        with refusals_explained(lcfg.tracking_uri, lcfg.experiment_name):
+            self.run_id = self.logger.run_id  # MLFlowLogger creates the run here
         self.client = self.logger.experiment  # one client: BufferedMLFlowLogger's survives an outage
         log_batch(self.client, self.run_id, params=config_params(self.cfg))
         log_datasets(self.client, self.run_id, self.datamodule)

@@ -91,8 +91,12 @@ def _unusable(uri: str, err: Exception) -> UserError:
     )
 
 
-def _refused(uri: str, experiment_name: str, status: int) -> UserError:
-    """401 (no or wrong credentials) and 403 (no permission) of a server run with authentication."""
+def _refused(uri: str, experiment_name: str, status: int, where: str | None = None) -> UserError:
+    """401 (no or wrong credentials) and 403 (no permission) of a server run with authentication.
+
+    ``where``: what the user may not write to, when it is not ``logger.experiment_name`` (an
+    evaluation run goes into the evaluated run's experiment).
+    """
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     if status == 401:
         who = (f"the password of MLFLOW_TRACKING_USERNAME={user} was not accepted" if user
@@ -103,12 +107,31 @@ def _refused(uri: str, experiment_name: str, status: int) -> UserError:
             "account on that server (not as overrides: those are recorded in the run's params); "
             "nothing was trained or recorded."
         )
+    instead = "" if where else ", or choose another logger.experiment_name"
     return UserError(
         f"logger.tracking_uri={uri} refused the request (HTTP 403, permission denied): user "
-        f"{user or '(none)'} may not use logger.experiment_name={experiment_name}. Ask the "
-        "server's admin for EDIT permission on that experiment, or choose another "
-        "logger.experiment_name; nothing was trained or recorded."
+        f"{user or '(none)'} may not use {where or f'logger.experiment_name={experiment_name}'}. "
+        f"Ask the server's admin for EDIT permission on that experiment{instead}; nothing was "
+        "trained or recorded."
     )
+
+
+@contextlib.contextmanager
+def refusals_explained(uri: str, experiment_name: str, where: str | None = None) -> Iterator[None]:
+    """Around creating a run: a 401/403 there gets the store check's one-paragraph error.
+
+    A server with authentication checks each request: READ, which every user may have on an
+    experiment and which is all ``open_store`` needs, does not allow creating a run in it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        status = err.get_http_status_code()
+        if status in (401, 403):
+            raise _refused(uri, experiment_name, status, where) from None
+        raise
 
 
 def log_batch(client: Any, run_id: str, params: Mapping[str, Any] | None = None,

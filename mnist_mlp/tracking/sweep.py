@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mnist_mlp.errors import UserError
 from mnist_mlp.tracking.naming import PARENT_TAG, ROLE_TAG, SWEEP_DIR_TAG, SWEEP_KEYS_TAG, swept_keys
 from mnist_mlp.tracking.record import git_tags
-from mnist_mlp.tracking.store import open_store
+from mnist_mlp.tracking.store import open_store, refusals_explained
 
 
 def find_sweep_parent(client: Any, experiment_id: str, sweep_dir: str) -> Any | None:
@@ -56,9 +56,14 @@ class SweepParentRun(HydraCallback):
         swept = [o for o in overrides if o.split("=", 1)[0] in set(keys)]
         tags = {ROLE_TAG: "sweep", SWEEP_DIR_TAG: str(config.hydra.sweep.dir),
                 SWEEP_KEYS_TAG: ",".join(keys), **git_tags()}
-        run = self.client.create_run(
-            experiment_id, run_name="sweep " + (" ".join(swept) or "(no swept keys)"), tags=tags
-        )
+        try:
+            with refusals_explained(lcfg.tracking_uri, lcfg.experiment_name):
+                run = self.client.create_run(
+                    experiment_id, run_name="sweep " + (" ".join(swept) or "(no swept keys)"),
+                    tags=tags)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
         self.run_id = run.info.run_id
         atexit.register(self._end_if_open)
 
