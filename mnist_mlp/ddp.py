@@ -7,8 +7,10 @@ checkpoints (Lightning's strategy) and the report (``runner.test_and_report``).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import warnings
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -21,6 +23,47 @@ from lightning.pytorch.utilities import rank_zero_only
 warnings.filterwarnings(
     "ignore", message=r"It is recommended to use `self\.log\('.*', \.\.\., sync_dist=True\)`"
 )
+
+
+_rank_death: list[Callable[[str], None]] = []  # what rank 0 does before the launcher kills it
+
+
+@contextlib.contextmanager
+def on_rank_death(callback: Callable[[str], None]) -> Iterator[None]:
+    """In this block, ``callback(why)`` runs in rank 0 just before a dead rank gets it SIGKILLed.
+
+    Lightning's launcher for ``strategy=ddp`` from one command (``_ChildProcessObserver``) polls
+    the ranks it started; when one exits non-zero (an exception, the OOM killer), it SIGKILLs every
+    rank, rank 0 included, so nothing in rank 0 could close the MLflow run: it stayed RUNNING.
+    Lightning has no hook there, so its ``_terminate_all`` is wrapped (a private API: the rank-death
+    test of tests/test_ddp_tracking.py fails if it changes). ``callback`` runs in the observer's
+    thread, while the main thread may be blocked in a collective waiting for the dead rank.
+    """
+    _patch_observer()
+    _rank_death.append(callback)
+    try:
+        yield
+    finally:
+        _rank_death.remove(callback)
+
+
+def _patch_observer() -> None:
+    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+
+    original = _ChildProcessObserver._terminate_all
+    if getattr(original, "_calls_rank_death", False):
+        return
+
+    def _terminate_all(observer: Any) -> None:
+        dead = [f"rank {rank} (PID {p.pid}) exited with code {p.returncode}"
+                for rank, p in enumerate(observer._child_processes, 1) if p.returncode]
+        for callback in list(_rank_death):
+            with contextlib.suppress(Exception):  # the ranks must be stopped whatever happens
+                callback(", ".join(dead))
+        original(observer)
+
+    _terminate_all._calls_rank_death = True  # type: ignore[attr-defined]
+    _ChildProcessObserver._terminate_all = _terminate_all  # type: ignore[method-assign]
 
 
 def is_rank_zero() -> bool:

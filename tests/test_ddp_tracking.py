@@ -125,3 +125,41 @@ def test_sigterm_to_rank_zero_ends_every_rank_and_the_run_is_killed(synthetic_mn
     assert run.info.status == "KILLED"
     assert run.data.metrics.get("val/acc") is not None
     assert (ckpts / "interrupted.ckpt").is_file() and not list(ckpts.glob(".*.tmp"))
+
+
+
+def test_a_rank_that_dies_ends_every_rank_and_the_run_is_failed(synthetic_mnist, tmp_path):
+    """Rank 1 killed (as the OOM killer does) while rank 0 is outside any collective, as with NCCL,
+    whose collectives wait for a dead peer: Lightning's launcher SIGKILLs rank 0 within seconds;
+    the run must not stay RUNNING."""
+    data_dir, md5s = synthetic_mnist
+    ckpts = tmp_path / "outputs" / "checkpoints"
+    sleep = ["+callbacks.slow._target_=slow_epochs.SleepAtEpochEnd", "+callbacks.slow.seconds=15"]
+    proc = subprocess.Popen(_cmd(tmp_path, data_overrides(data_dir, md5s), "trainer.max_epochs=3",
+                                 *sleep),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MPLBACKEND": "Agg",
+                                 "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])})
+    try:
+        deadline = time.monotonic() + 300
+        while not (ckpts / "last.ckpt").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.2)
+        time.sleep(3)  # last.ckpt comes after the sleep: both ranks now sleep after epoch 1
+        (rank_one,) = [p for p in _processes_of(tmp_path) if p != proc.pid]
+        os.kill(rank_one, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]  # the launcher's doing
+    assert "Traceback" not in err, err[-3000:]
+    error = err[err.index("error: "):].strip()
+    assert error.startswith(f"error: rank 1 (PID {rank_one}) exited with code -9; Lightning stops "
+                            "every DDP rank"), error
+    assert f"ckpt_path={ckpts / 'last.ckpt'}" in error
+    time.sleep(1)
+    assert _processes_of(tmp_path) == []
+    (run,) = _runs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db"))
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mnist_mlp.failure"] == f"rank 1 (PID {rank_one}) exited with code -9"

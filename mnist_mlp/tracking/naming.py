@@ -11,6 +11,7 @@ SWEEP_DIR_TAG = "sweep.dir"
 SWEEP_JOB_TAG = "sweep.job"
 SWEEP_KEYS_TAG = "sweep.keys"
 BEST_CKPT_TAG = "best_checkpoint"
+FAILURE_TAG = "mnist_mlp.failure"  # why a run was ended FAILED from outside its own exception
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 CKPT_DIR, REPORT_DIR, MODEL_NAME = "checkpoints", "report", "model"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp import ddp, faults
 from mnist_mlp.tracking import offline
 from mnist_mlp.tracking.datasets import log_datasets
 from mnist_mlp.tracking.describe import describe_run
@@ -20,6 +22,7 @@ from mnist_mlp.tracking.model import model_payload
 from mnist_mlp.tracking.naming import (
     BEST_CKPT_TAG,
     CKPT_DIR,
+    FAILURE_TAG,
     PARENT_TAG,
     REPORT_DIR,
     ROLE_TAG,
@@ -31,7 +34,7 @@ from mnist_mlp.tracking.naming import (
     single_run_name,
 )
 from mnist_mlp.tracking.record import config_params, git_tags, hydra_config, overrides_yaml
-from mnist_mlp.tracking.store import ending, log_batch, open_store, refusals_explained
+from mnist_mlp.tracking.store import end_run, ending, log_batch, open_store, refusals_explained
 from mnist_mlp.tracking.sweep import find_sweep_parent
 from mnist_mlp.tracking.system import system_metrics
 
@@ -86,6 +89,17 @@ class TrackedRun:
             Path(tmp, "overrides.yaml").write_text(overrides_yaml())
             self.client.log_artifacts(self.run_id, tmp)
         log.info("MLflow run %s in %s", self.run_id, lcfg.tracking_uri)
+
+    def rank_died(self, why: str) -> None:
+        """Another DDP rank exited non-zero and Lightning's launcher is about to SIGKILL this one."""
+        last = faults.last_epoch_checkpoint(self.trainer)
+        resume = (f" Resume from the last epoch's checkpoint with: python train.py ckpt_path={last} "
+                  f"hydra.run.dir={self.trainer.default_root_dir}" if last else "")
+        print(f"error: {why}; Lightning stops every DDP rank when one dies, and the MLflow run "
+              f"{self.run_id} is marked FAILED. That rank's own output says why (nothing, if the "
+              f"system killed it: out of memory?).{resume}", file=sys.stderr, flush=True)
+        self.client.set_tag(self.run_id, FAILURE_TAG, why)
+        end_run(self.client, self.run_id, "FAILED")
 
     def _data_tags(self) -> dict[str, str]:
         return {f"data.md5.{k}": v for k, v in self.datamodule.checksums().items()}
@@ -161,8 +175,11 @@ def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[Trac
     on = lg is not None and getattr(lg, "system_metrics", False) and trainer.is_global_zero
     monitor = (system_metrics(run.run_id, cfg.logger.tracking_uri, lg.system_metrics_interval)
                if on else contextlib.nullcontext())
+    rank_death = (ddp.on_rank_death(run.rank_died) if run.run_id and trainer.world_size > 1
+                  else contextlib.nullcontext())
     try:
-        with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm), monitor:
+        with ending(run.client, run.run_id, killed=lambda: trainer.received_sigterm), monitor, \
+                rank_death:
             yield run
     finally:
         offline.close(run.client)  # sends what a server outage kept back, or says how to
