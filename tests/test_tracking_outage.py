@@ -29,13 +29,13 @@ EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 def _start_train(tmp_path: Path, uri: str, data: list[str], sleep_s: float,
-                 hold: Path | None = None) -> subprocess.Popen:
+                 hold: Path | None = None, *overrides: str) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "train.py"), *data, f"trainer.max_epochs={EPOCHS}",
            f"logger.tracking_uri={uri}", "logger.artifact_location=null", "logger.retry_seconds=1",
            f"hydra.run.dir={tmp_path}/outputs", "~callbacks.progress_bar",
            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
            "+callbacks.slow._target_=slow_epochs.SleepAtEpochEnd", f"+callbacks.slow.seconds={sleep_s}",
-           f"+callbacks.slow.hold={hold}"]
+           f"+callbacks.slow.hold={hold}", *overrides]
     env = {**os.environ, "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -134,7 +134,8 @@ def test_server_back_after_the_run_then_sync_uploads_it(synthetic_mnist, tmp_pat
     try:
         hold = tmp_path / "hold"  # the last epoch waits for it to go: the outage starts mid-run
         hold.touch()
-        proc = _start_train(tmp_path, server.uri, data_overrides(data_dir, md5s), 0.3, hold)
+        proc = _start_train(tmp_path, server.uri, data_overrides(data_dir, md5s), 0.3, hold,
+                            "logger.registered_model_name=mnist-mlp-outage")
         client = MlflowClient(server.uri)
         run_id = _wait_for_first_epoch(client, proc)
         server.stop(signal.SIGKILL)
@@ -164,6 +165,8 @@ def test_server_back_after_the_run_then_sync_uploads_it(synthetic_mnist, tmp_pat
         assert up.returncode == 0, up.stderr[-3000:]
         assert f"run {run_id} FINISHED" in up.stdout
         _assert_complete(client, run_id, outputs, out)
+        (version,) = client.search_model_versions("name='mnist-mlp-outage'")  # registered by sync
+        assert version.run_id == run_id
         assert sync.sync(outputs).startswith("Nothing to send")  # sending twice sends nothing twice
     finally:
         server.stop()

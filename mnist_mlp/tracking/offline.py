@@ -261,9 +261,12 @@ class BufferedClient:
         self._write({"op": "set_terminated", "run_id": run_id, "status": status or "FINISHED",
                      "end_time": end_time or int(time.time() * 1000)})
 
-    def log_model(self, run_id: str, net: Any, log_fn: Callable[[Any], None]) -> None:
-        """``log_fn(net)`` logs the model now; offline the network is pickled into the journal."""
-        self._write({"op": "log_model", "run_id": run_id, "net": net, "log_fn": log_fn})
+    def log_model(self, run_id: str, net: Any, log_fn: Callable[[Any], None],
+                  registered_model_name: str | None = None) -> None:
+        """``log_fn(net)`` logs the model now; offline the network is saved beside the journal,
+        with the name ``sync`` registers it under."""
+        self._write({"op": "log_model", "run_id": run_id, "net": net, "log_fn": log_fn,
+                     "registered_model_name": registered_model_name})
 
     # ------------------------------------------------------------------ the outage
     def _write(self, entry: dict[str, Any]) -> None:
@@ -361,11 +364,12 @@ def _missing_model_fn(net: Any) -> None:
     raise RuntimeError("no model logging function registered")
 
 
-def log_model(client: Any, run_id: str, net: Any, log_fn: Callable[[Any], None]) -> None:
+def log_model(client: Any, run_id: str, net: Any, log_fn: Callable[[Any], None],
+              registered_model_name: str | None = None) -> None:
     """``log_fn(net)``, or kept for later when ``client`` is buffered and the server is away."""
     if isinstance(client, BufferedClient):
         client._model_fns[run_id] = log_fn
-        client.log_model(run_id, net, log_fn)
+        client.log_model(run_id, net, log_fn, registered_model_name)
     else:
         log_fn(net)
 

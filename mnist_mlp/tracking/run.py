@@ -144,7 +144,7 @@ class TrackedRun:
         describe_run(self.client, self.run_id, self.cfg, self.trainer.callback_metrics,
                      module.test_results)
         offline.log_model(self.client, self.run_id, model_payload(module, self.datamodule),
-                          self.log_model)
+                          self.log_model, getattr(self.logger, "registered_model_name", None))
 
     def log_model(self, payload: dict[str, Any]) -> None:
         """The network (``tracking.model.model_payload``) as logged model ``model``, loadable

@@ -39,14 +39,11 @@ def _check_not_running(journal: Journal) -> None:
         )
 
 
-def _model_fn(tracking_uri: str, run_id: str) -> Any:
-    from omegaconf import OmegaConf
+def _model_fn(tracking_uri: str, run_id: str, registered_model_name: str | None) -> Any:
+    """What ``TrackedRun.log_model`` would have done, registration included."""
+    from mnist_mlp.tracking.model import log_model
 
-    from mnist_mlp.tracking.run import TrackedRun
-
-    run = TrackedRun(OmegaConf.create({"logger": {"tracking_uri": tracking_uri}}), None, None, None,
-                     run_id=run_id)
-    return run.log_model
+    return lambda payload: log_model(run_id, tracking_uri, payload, registered_model_name)
 
 
 def sync(folder: str | os.PathLike, tracking_uri: str | None = None, timeout: int = 30) -> str:
@@ -70,7 +67,7 @@ def sync(folder: str | os.PathLike, tracking_uri: str | None = None, timeout: in
     sent = []
     for i, entry in pending:
         if entry["op"] == "log_model":
-            entry["log_fn"] = _model_fn(uri, entry["run_id"])
+            entry["log_fn"] = _model_fn(uri, entry["run_id"], entry.get("registered_model_name"))
         try:
             send(client, entry, uri)
         except Exception as err:  # noqa: BLE001  (one paragraph, not a traceback)
