@@ -115,6 +115,9 @@ def test_training_report_matches_scikit_learn_and_evaluate_reproduces_it(trained
     assert again == first  # same accuracy, same every other number
     assert (out / "report" / "predictions.csv").read_text() == (
         folder / "predictions.csv").read_text()
+    # the learning curves up to the checkpoint's own epoch, as the training report drew them
+    assert (out / "report" / "learning_curves.csv").read_text() == (
+        folder / "learning_curves.csv").read_text()
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 
 A callback rather than the MLflow metric history: it works with ``logger=null`` and in tests, and
 its state goes into every checkpoint, so a resumed run still has the epochs before the
-interruption, and ``evaluate.py`` on a checkpoint the epochs before the checkpoint's own (an epoch
-is recorded once the next one starts).
+interruption, and ``evaluate.py`` on a checkpoint every epoch up to and including the checkpoint's
+own.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ class EpochHistory(Callback):
     """Records ``KEYS`` once per finished epoch.
 
     Read at the start of the next epoch and at the end of training: callbacks' own
-    ``on_train_epoch_end`` runs before the LightningModule logs the epoch's training metrics.
+    ``on_train_epoch_end`` runs before the LightningModule logs the epoch's training metrics. A
+    checkpoint saved at an epoch's end holds that epoch too: ``ModelCheckpoint`` saves after the
+    LightningModule's ``on_train_epoch_end`` (Lightning calls checkpoint callbacks last).
     """
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
+        self._ended_epoch = -1  # the epoch whose training part ended; its metrics follow
 
     def _record(self, trainer: Any, epoch: int) -> None:
         if trainer.sanity_checking or epoch < 0 or any(h["epoch"] == epoch for h in self.epochs):
@@ -39,6 +42,16 @@ class EpochHistory(Callback):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._record(trainer, trainer.current_epoch - 1)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._ended_epoch = trainer.current_epoch
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        """At an epoch's end, record that epoch into the checkpoint being saved (its callback
+        states were collected before this hook); a mid-epoch save (Ctrl-C) has no such row."""
+        if self._ended_epoch == trainer.current_epoch and "callbacks" in checkpoint:
+            self._record(trainer, trainer.current_epoch)
+            checkpoint["callbacks"][self.state_key] = self.state_dict()
 
     def state_dict(self) -> dict[str, Any]:
         return {"epochs": [dict(h) for h in self.epochs]}
