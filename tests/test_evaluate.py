@@ -110,6 +110,7 @@ def test_training_report_matches_scikit_learn_and_evaluate_reproduces_it(trained
     out = tmp / "eval"
     result = _run("evaluate.py", f"ckpt_path={ckpt}", *data, f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Testing DataLoader" not in result.stdout + result.stderr  # no bar off a terminal
     again = json.loads((out / "report" / "classification_report.json").read_text())
     first = json.loads((folder / "classification_report.json").read_text())
     assert again == first  # same accuracy, same every other number
