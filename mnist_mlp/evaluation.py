@@ -25,9 +25,10 @@ def evaluate(ckpt_path: str, cfg: DictConfig) -> dict[str, float]:
     module, ckpt = checkpoint.load_module(ckpt_path, list(allowed))
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
-    # tqdm's bar on a terminal only, as in train.py (a file or CI log gets no bar lines)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[console.progress_bar()],
-                          enable_checkpointing=False)
+    # tqdm's bar on a terminal only, as in train.py (a file or CI log gets no bar lines); none at
+    # all with trainer.enable_progress_bar=false, which Lightning refuses beside a bar callback
+    bar = [console.progress_bar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=bar, enable_checkpointing=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     if trainer.is_global_zero:
         report.write_report(cfg.report_dir, module.test_results, str(module.net),

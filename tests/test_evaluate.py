@@ -111,6 +111,9 @@ def test_training_report_matches_scikit_learn_and_evaluate_reproduces_it(trained
     result = _run("evaluate.py", f"ckpt_path={ckpt}", *data, f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Testing DataLoader" not in result.stdout + result.stderr  # no bar off a terminal
+    unbarred = _run("evaluate.py", f"ckpt_path={ckpt}", *data, f"hydra.run.dir={tmp}/eval2",
+                    "trainer.enable_progress_bar=false")
+    assert unbarred.returncode == 0, unbarred.stderr[-3000:]
     again = json.loads((out / "report" / "classification_report.json").read_text())
     first = json.loads((folder / "classification_report.json").read_text())
     assert again == first  # same accuracy, same every other number
