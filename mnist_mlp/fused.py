@@ -116,7 +116,8 @@ class EagerStep:
     def __init__(self, module: Any, count_correct: bool) -> None:
         self.module = module
         self.optimizer = module.optimizers()
-        self.direct = direct_blocker(module) is None
+        self.direct_why = direct_blocker(module)  # None: the step runs directly
+        self.direct = self.direct_why is None
         configs = module.trainer.lr_scheduler_configs
         self.step_schedulers = [c for c in configs if c.interval == "step"
                                 and not isinstance(c.scheduler, ReduceLROnPlateau)]
@@ -331,7 +332,7 @@ def build_step(module: Any, count_correct: bool) -> EagerStep:
         log.info("Training step: one CUDA graph per step, replayed %d times per iteration.", steps)
         return GraphStep(module, count_correct)
     step = EagerStep(module, count_correct)
-    via = "" if step.direct else f"; through Lightning's hooks: {direct_blocker(module)}"
+    via = "" if step.direct else f"; through Lightning's hooks: {step.direct_why}"
     log.info("Training step: eager, %d optimizer steps per iteration (no CUDA graph: %s%s).",
              steps, why, via)
     return step

@@ -7,7 +7,6 @@ costs seconds), or a real ``mlflow server`` on a free loopback port.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -21,16 +20,15 @@ from conftest import ROOT, ctrl_c_as_in_a_terminal, data_overrides, store_overri
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
-from mlflow_server import free_port
+from mlflow_server import MlflowServer, free_port
 from omegaconf import OmegaConf
-from tracking_helpers import artifacts, runs_in
+from tracking_helpers import EPOCH_METRICS, artifacts, runs_in
 
 import mnist_mlp  # noqa: F401
 from mnist_mlp import tracking
 from mnist_mlp.errors import UserError
 
 pytestmark = pytest.mark.slow
-EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 # ---------------------------------------------------------------- helpers -------------------------
@@ -288,33 +286,16 @@ def test_unreachable_tracking_server_stops_before_training(synthetic_mnist, tmp_
 
 
 def test_a_run_against_a_real_mlflow_server_reads_back_over_http(synthetic_mnist, tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(tmp_path).start()
     try:
-        import requests
-
-        deadline = time.monotonic() + 300  # minutes on a loaded 2-core machine
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{uri}/health", timeout=5).ok:
-                    break
-            time.sleep(1)
         data_dir, md5s = synthetic_mnist
         result = run_train("trainer.fast_dev_run=true", *data_overrides(data_dir, md5s),
-                           *_overrides_for(tmp_path, uri), "logger.artifact_location=null")
+                           *_overrides_for(tmp_path, server.uri), "logger.artifact_location=null")
         assert result.returncode == 0, result.stderr[-3000:]
-        client = MlflowClient(uri)
+        client = MlflowClient(server.uri)
         (run,) = _runs(client)
         assert run.info.status == "FINISHED" and run.data.params["trainer.fast_dev_run"] == "True"
         assert {"train/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
         assert {"config.yaml", "overrides.yaml"} <= artifacts(client, run.info.run_id)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
-        server.wait(timeout=30)
+        server.stop()  # the server and its uvicorn workers

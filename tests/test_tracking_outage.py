@@ -19,13 +19,13 @@ import pytest
 from conftest import ROOT, data_overrides
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
+from tracking_helpers import EPOCH_METRICS, artifacts
 
 from mnist_mlp.errors import UserError
 from mnist_mlp.tracking import offline, sync
 
 pytestmark = pytest.mark.slow
 EPOCHS = 12
-EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 def _start_train(tmp_path: Path, uri: str, data: list[str], sleep_s: float,
@@ -58,13 +58,6 @@ def _wait_for_log(tmp_path: Path, text: str) -> None:
         time.sleep(0.3)
 
 
-def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    out = set()
-    for a in client.list_artifacts(run_id, path):
-        out |= _artifacts(client, run_id, a.path) if a.is_dir else {a.path}
-    return out
-
-
 def _warnings(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if "WARNING" in ln and "mnist_mlp.tracking" in ln]
 
@@ -81,7 +74,7 @@ def _assert_complete(client: MlflowClient, run_id: str, out: Path, stdout: str) 
     printed = next(ln for ln in stdout.splitlines() if ln.startswith("Test set:"))
     assert f"average loss {run.data.metrics['test/loss']:.4f}" in printed
     assert {"time/fit_s", "time/tracking_outputs_s"} <= set(run.data.metrics)
-    arts = _artifacts(client, run_id)
+    arts = artifacts(client, run_id)
     local_report = {f"report/{p.name}" for p in (out / "report").iterdir()}
     assert {"config.yaml", "overrides.yaml", *local_report} <= arts
     best = run.data.tags["best_checkpoint"]

@@ -49,9 +49,7 @@ def _mlflow_logger(trainer: Any) -> Any | None:
     """
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from mnist_mlp.ddp import is_rank_zero
-
-    if not is_rank_zero():
+    if not ddp.is_rank_zero():
         return None
     return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
 
@@ -172,7 +170,7 @@ def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[Trac
     run = TrackedRun(cfg, trainer, datamodule, _mlflow_logger(trainer))
     run.start()
     lg = run.logger
-    on = lg is not None and getattr(lg, "system_metrics", False) and trainer.is_global_zero
+    on = lg is not None and getattr(lg, "system_metrics", False)  # lg: rank 0 only
     monitor = (system_metrics(run.run_id, cfg.logger.tracking_uri, lg.system_metrics_interval)
                if on else contextlib.nullcontext())
     rank_death = (ddp.on_rank_death(run.rank_died) if run.run_id and trainer.world_size > 1
