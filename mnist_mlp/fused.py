@@ -86,6 +86,7 @@ def direct_blocker(module: Any) -> str | None:
     armed in ``manual_backward``) nor the precision plugin (AMP scaling) acts in them, the step
     calls ``backward`` and the optimizer's ``step`` itself, with the same arithmetic.
     """
+    from lightning.pytorch import LightningModule
     from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.plugins.precision import Precision
     from lightning.pytorch.strategies import SingleDeviceStrategy
@@ -98,7 +99,7 @@ def direct_blocker(module: Any) -> str | None:
         return f"precision {trainer.precision}"
     for hook in STEP_HOOKS:
         listeners = [c for c in trainer.callbacks if is_overridden(hook, c, Callback)]
-        if listeners or is_overridden(hook, module):
+        if listeners or is_overridden(hook, module, LightningModule):
             return f"{hook} is implemented by {type((listeners or [module])[0]).__name__}"
     return None
 
@@ -194,11 +195,11 @@ def graph_blocker(module: Any) -> str | None:
     optimizer = module.optimizers().optimizer
     sgd_ok = isinstance(optimizer, torch.optim.SGD) and all(
         g.get("dampening", 0) == 0 for g in optimizer.param_groups)
+    through_lightning = direct_blocker(module)  # a replayed graph calls no strategy or hook
     checks = [
         (module.device.type != "cuda", f"the device is {module.device.type}"),
         (not module.hparams.get("cuda_graph", True), "model.cuda_graph=false"),
-        (trainer.world_size > 1 or type(trainer.strategy).__name__ != "SingleDeviceStrategy",
-         f"strategy {type(trainer.strategy).__name__} syncs gradients from autograd hooks"),
+        (through_lightning is not None, f"the step must go through Lightning: {through_lightning}"),
         (str(trainer.precision) != "32-true", f"precision {trainer.precision} scales or casts "
                                                "outside the captured kernels"),
         (bool(module.hparams.get("compile")), "model.compile=true"),

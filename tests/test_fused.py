@@ -231,10 +231,11 @@ def test_a_plain_loader_of_single_batches_trains_one_step_per_batch():
     assert 0 <= float(trainer.callback_metrics["train/acc"]) <= 1
 
 
-def _fake_module(device="cuda", optimizer=None, strategy=None, **hparams):
+def _fake_module(device="cuda", optimizer=None, strategy=None, callbacks=(), **hparams):
     """What ``graph_blocker`` reads of a LightningModule on a GPU (no GPU needed)."""
     from types import SimpleNamespace
 
+    from lightning.pytorch.plugins.precision import Precision
     from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
     params = [torch.nn.Parameter(torch.zeros(2))]
@@ -242,7 +243,8 @@ def _fake_module(device="cuda", optimizer=None, strategy=None, **hparams):
     trainer = SimpleNamespace(
         world_size=2 if strategy == "ddp" else 1, precision=hparams.pop("precision", "32-true"),
         strategy=DDPStrategy() if strategy == "ddp" else SingleDeviceStrategy("cpu"),
-        lr_scheduler_configs=hparams.pop("schedulers", []))
+        lr_scheduler_configs=hparams.pop("schedulers", []), precision_plugin=Precision(),
+        callbacks=list(callbacks))
     return SimpleNamespace(device=torch.device(device), trainer=trainer, hparams=hparams,
                            optimizers=lambda: SimpleNamespace(optimizer=optimizer))
 
@@ -253,6 +255,7 @@ def _fake_module(device="cuda", optimizer=None, strategy=None, **hparams):
      ({"device": "cpu"}, "the device is cpu"),
      ({"cuda_graph": False}, "model.cuda_graph=false"),
      ({"strategy": "ddp"}, "strategy DDPStrategy"),
+     ({"callbacks": [CountsBackward()]}, "on_after_backward is implemented by CountsBackward"),
      ({"precision": "bf16-mixed"}, "precision bf16-mixed"),
      ({"compile": True}, "model.compile=true"),
      ({"gradient_clip_val": 1.0}, "gradient clipping"),
