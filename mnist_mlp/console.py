@@ -12,9 +12,10 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar, TQDMProgressBar
 
 _TIP = "💡 Tip:"  # Lightning's advertisements for its cloud products (litlogger, litmodels)
 
@@ -85,6 +86,21 @@ class EpochLines(ProgressBar):
         of = f"/{trainer.max_epochs}" if (trainer.max_epochs or -1) > 0 else ""
         print(f"Epoch {self._pending + 1}{of}: {text} ({seconds:.1f} s)", flush=True)
         self._pending = None
+
+
+def display_callbacks(callbacks: Sequence[Callback], trainer_cfg: Mapping[str, Any]
+                      ) -> tuple[list[Callback], dict[str, bool]]:
+    """The configured callbacks as the trainer's display switches allow, and the flags to pass.
+
+    ``trainer.enable_progress_bar=false`` drops a configured bar (Lightning refuses the pair) and
+    ``enable_model_summary=false`` a configured summary (it would still print). A configured
+    summary callback is the summary: Lightning's own flag would only add a second one.
+    """
+    kept = [c for c in callbacks
+            if not (isinstance(c, ProgressBar) and not trainer_cfg.get("enable_progress_bar", True))
+            and not (isinstance(c, ModelSummary) and not trainer_cfg.get("enable_model_summary", True))]
+    own_summary = any(isinstance(c, ModelSummary) for c in kept)
+    return kept, ({"enable_model_summary": False} if own_summary else {})
 
 
 def progress_bar(mode: str = "auto", refresh_rate: int = 50) -> ProgressBar:

@@ -6,7 +6,6 @@ MLflow run, calls it with the local path); ``python evaluate.py ckpt_path=PATH``
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp import checkpoint, console, report, tracking
-from mnist_mlp.errors import UserError
+from mnist_mlp.errors import UserError, exit_on_user_error
 from mnist_mlp.report import history
 
 
@@ -25,10 +24,10 @@ def evaluate(ckpt_path: str, cfg: DictConfig) -> dict[str, float]:
     module, ckpt = checkpoint.load_module(ckpt_path, list(allowed))
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
-    # tqdm's bar on a terminal only, as in train.py (a file or CI log gets no bar lines); none at
-    # all with trainer.enable_progress_bar=false, which Lightning refuses beside a bar callback
-    bar = [console.progress_bar()] if cfg.trainer.get("enable_progress_bar", True) else []
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=bar, enable_checkpointing=False)
+    # tqdm's bar on a terminal only, as in train.py (a file or CI log gets no bar lines)
+    callbacks, flags = console.display_callbacks([console.progress_bar()], cfg.trainer)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks, enable_checkpointing=False,
+                          **flags)
     trainer.test(module, datamodule=datamodule, verbose=False)
     if trainer.is_global_zero:
         report.write_report(cfg.report_dir, module.test_results, str(module.net),
@@ -67,7 +66,7 @@ def evaluate_run(cfg: DictConfig) -> dict[str, float]:
 def evaluate_cli(cfg: DictConfig) -> float:
     """``evaluate`` for the command line: user errors become one paragraph and exit status 2."""
     console.quiet_libraries()
-    try:
+    with exit_on_user_error():
         if bool(cfg.get("ckpt_path")) == bool(cfg.get("run_id")):
             raise UserError(
                 "Give exactly one of ckpt_path and run_id: `python evaluate.py ckpt_path=PATH.ckpt` "
@@ -75,9 +74,6 @@ def evaluate_cli(cfg: DictConfig) -> float:
             )
         OmegaConf.resolve(cfg)
         results = evaluate_run(cfg) if cfg.run_id else evaluate(cfg.ckpt_path, cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"Test set: average loss {results['test/loss']:.4f}, "
           f"accuracy {results['test/acc']:.4f}; report in {cfg.report_dir}")
     return results["test/acc"]

@@ -18,6 +18,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mnist_mlp.atomic import write_atomic
 from mnist_mlp.errors import UserError
 
 #: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
@@ -151,7 +152,7 @@ class RngStateInCheckpoint(Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside it, then renames it into place.
+    """Writes each checkpoint with ``atomic.write_atomic``: never a half-written ``last.ckpt``.
 
     Lightning's own write goes through fsspec's transaction, whose temporary file lives in the
     system temp folder: when that is another file system (tmpfs), the final move is a copy, and a
@@ -160,15 +161,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # same folder: rename is atomic
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda f: torch.save(checkpoint, f))

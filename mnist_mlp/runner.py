@@ -11,12 +11,11 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from mnist_mlp import console, ddp, faults, report, tracking, validation
-from mnist_mlp.errors import UserError
+from mnist_mlp.errors import exit_on_user_error
 from mnist_mlp.report import history
 from mnist_mlp.speed import PhaseClock, apply_torch_settings
 
@@ -28,16 +27,9 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    if not cfg.trainer.get("enable_progress_bar", True):  # else Lightning refuses the configured bar
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if not cfg.trainer.get("enable_model_summary", True):  # else the configured one still prints
-        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
-    # A configured summary callback is the summary: Lightning's flag would only add a second
-    # (and say it skipped it).
-    own_summary = any(isinstance(c, ModelSummary) for c in callbacks)
+    callbacks, flags = console.display_callbacks(callbacks, cfg.trainer)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
-                          **({"enable_model_summary": False} if own_summary else {}))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, **flags)
     if logger and trainer.fast_dev_run:  # Lightning swaps in a dummy logger: track smoke runs too
         trainer.loggers = [logger]
     return datamodule, model, trainer
@@ -97,11 +89,9 @@ def test_and_report(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Tra
 def run_cli(cfg: DictConfig) -> float | None:
     """``run`` for the command line: user errors become one paragraph on stderr and exit 2."""
     try:
-        validation.check(cfg)  # before any data is read or any MLflow run is created
-        results = run(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with exit_on_user_error():
+            validation.check(cfg)  # before any data is read or any MLflow run is created
+            results = run(cfg)
     except SIGTERMException:  # Lightning saved what on_exception callbacks save, then raised
         # Other DDP ranks exit 0: Lightning SIGKILLs rank 0 within seconds of a child's non-zero
         # exit, which could cut rank 0 off before it records the run as KILLED.

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra._internal.utils import _locate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mnist_mlp import checkpoint
 from mnist_mlp.errors import UserError
 
 
@@ -125,24 +125,9 @@ def check_manual_optimization(cfg: DictConfig) -> None:
         )
 
 
-def _targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """(key, target) of every ``_target_`` in the tree."""
-    found: list[tuple[str, str]] = []
-    if isinstance(node, DictConfig):
-        for k, v in node.items_ex(resolve=False):
-            key = f"{prefix}{k}"
-            if k == "_target_" and isinstance(v, str):
-                found.append((key, v))
-            found += _targets(v, key + ".")
-    elif isinstance(node, ListConfig):
-        for i, v in enumerate(node):
-            found += _targets(v, f"{prefix}{i}.")
-    return found
-
-
 def check_targets(cfg: DictConfig) -> None:
     """Every ``_target_`` names a class or function that can be imported."""
-    for key, target in _targets(cfg):
+    for key, target in checkpoint.targets(OmegaConf.to_container(cfg, resolve=False)):
         try:
             _locate(target)  # what instantiate uses; hydra.utils.get_object also logs an ERROR
         except Exception:  # noqa: BLE001 - Hydra raises ImportError or ValueError
@@ -162,26 +147,8 @@ def resolve(cfg: DictConfig) -> None:
         ) from None
 
 
-def _load_checkpoint(path: Path) -> dict:
-    where = f"ckpt_path={path}"
-    if not path.is_file():
-        problem = "is a folder" if path.is_dir() else "does not exist"
-        raise UserError(
-            f"{where} {problem}. Give the checkpoint file to resume from, e.g. "
-            "outputs/<date>/<time>/checkpoints/last.ckpt, or leave ckpt_path=null to start afresh."
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds on a foreign or broken file
-        ckpt, reason = None, f"torch.load fails with {type(err).__name__}"
-    else:
-        reason = "it holds no state_dict and hyper_parameters"
-    if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
-        raise UserError(
-            f"{where} is not a checkpoint written by train.py ({reason}). The file was left as it "
-            "is; give a .ckpt from outputs/<date>/<time>/checkpoints/, or ckpt_path=null."
-        )
-    return ckpt
+RESUME_ADVICE = ("Give the checkpoint file to resume from, e.g. outputs/<date>/<time>/checkpoints/"
+                 "last.ckpt, or leave ckpt_path=null to start afresh")
 
 
 def check_ckpt_path(cfg: DictConfig) -> None:
@@ -193,7 +160,7 @@ def check_ckpt_path(cfg: DictConfig) -> None:
     if cfg.get("ckpt_path") is None:
         return
     path = Path(str(cfg.ckpt_path)).expanduser()
-    saved = _load_checkpoint(path)["hyper_parameters"]
+    saved = checkpoint.hyperparameters(checkpoint.read(path, advice=RESUME_ADVICE), path)
     net = OmegaConf.to_container(cfg.model.net, resolve=True) if "net" in cfg.model else None
     have = {"model.net": saved.get("net"), "model.optimizer._target_": None}
     have["model.optimizer._target_"] = (saved.get("optimizer") or {}).get("_target_")

@@ -48,7 +48,7 @@ class Evil:
         (lambda p: None, "does not exist"),
         (lambda p: p.write_bytes(b"not a checkpoint at all"), "not a readable PyTorch checkpoint"),
         (lambda p: (_ckpt(p), p.write_bytes(p.read_bytes()[:500])), "not a readable PyTorch"),
-        (lambda p: torch.save({"weights": torch.zeros(3)}, p), "not a Lightning checkpoint"),
+        (lambda p: torch.save({"weights": torch.zeros(3)}, p), "not a checkpoint written by train.py"),
         (lambda p: torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, p),
          "no network hyperparameters"),
         (lambda p: torch.save({"state_dict": {}, "x": Evil()}, p), "weights_only=True refuses"),
@@ -153,5 +153,5 @@ def test_ddp_test_metrics_equal_one_process(trained):
 def test_evaluate_cli_without_a_usable_checkpoint_says_so(tmp_path):
     result = _run("evaluate.py", f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
-    assert f"error: Checkpoint {tmp_path}/nope.ckpt does not exist" in result.stderr
+    assert f"error: ckpt_path={tmp_path}/nope.ckpt does not exist" in result.stderr
     assert "Traceback" not in result.stderr

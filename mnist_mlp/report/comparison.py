@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_mlp.atomic import write_files
 from mnist_mlp.errors import UserError
 from mnist_mlp.metrics import scores_from_confusion
 from mnist_mlp.report.numbers import CONFIDENCE, wilson_interval
@@ -315,15 +316,9 @@ def sections(cmp: Comparison, digits: int = 4) -> list[Section]:
 def write_comparison(folder: str | Path, cmp: Comparison, title: str = "Comparison of runs",
                      digits: int = 4) -> dict[str, Path]:
     """``comparison.csv``, ``.md``, ``.html`` and ``f1_heatmap.png`` into ``folder``."""
-    from mnist_mlp.report.files import atomic_write
-
-    folder = Path(folder)
     png = f1_heatmap_png(cmp)
     parts = sections(cmp, digits)
     files: Mapping[str, Any] = {"comparison.csv": comparison_csv(cmp), "f1_heatmap.png": png,
                                 "comparison.md": to_markdown(title, parts),
                                 "comparison.html": to_html(title, parts, {"f1_heatmap.png": png})}
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        atomic_write(folder / name, data)
-    return {name: folder / name for name in files}
+    return write_files(folder, files)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from mnist_mlp.errors import UserError
+from mnist_mlp.errors import UserError, exit_on_user_error
 from mnist_mlp.report.comparison import RunPredictions, compare, read_predictions, write_comparison
 from mnist_mlp.tracking import PARENT_TAG, ROLE_TAG, SWEEP_DIR_TAG, find_sweep_parent, open_store
 
@@ -134,15 +133,12 @@ def _store(logger_cfg: Mapping[str, Any]) -> tuple[Any, str]:
 
 def compare_cli(cfg: DictConfig) -> None:
     """``python compare.py [runs=...]``: user errors become one paragraph on stderr, exit 2."""
-    try:
+    with exit_on_user_error():
         run_ids = cfg.get("runs") or []
         run_ids = [run_ids] if isinstance(run_ids, str) else [str(r) for r in run_ids]
         client, experiment_id = _store(cfg.logger)
         target, files = compare_runs(client, experiment_id, run_ids, cfg.comparison_dir,
                                      cfg.get("report_digits", 4))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"Comparison in {Path(files['comparison.html']).parent}; logged to MLflow run {target} "
           f"(artifacts {ARTIFACT_DIR}/).")
 

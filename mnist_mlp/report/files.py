@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mnist_mlp.atomic import write_files
 from mnist_mlp.errors import UserError
 from mnist_mlp.metrics import TestResults
 from mnist_mlp.report import figures, tables
@@ -82,19 +82,6 @@ def figure_files(r: TestResults, n: RunNumbers, images: np.ndarray | None,
     return out
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a hidden temp name beside ``path``, then rename over it (atomic on POSIX)."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # created with the usual permissions (umask), unlike mkstemp
-            f.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_report(
     folder: str | os.PathLike,
     results: TestResults,
@@ -130,16 +117,13 @@ def write_report(
         "report.html": to_html(title, parts, pngs),
     }
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            atomic_write(folder / name, data)
+        return write_files(folder, files)
     except OSError as err:
         raise UserError(
             f"Cannot write the report files into {folder} ({err}). Point report_dir at a "
             "writable folder; `python evaluate.py ckpt_path=<checkpoint>` writes them again "
             "from a checkpoint."
         ) from None
-    return {name: folder / name for name in files}
 
 
 def train_hyperparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:

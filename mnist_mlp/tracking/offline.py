@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from mnist_mlp.atomic import write_atomic
+
 log = logging.getLogger(__name__)
 
 JOURNAL, SENT, META, FILES = "journal.jsonl", "sent", "meta.json", "files"
@@ -131,9 +133,7 @@ class Journal:
         return [(i, e) for i, e in enumerate(self.entries()) if i >= done]
 
     def mark_sent(self, count: int) -> None:
-        tmp = self.root / f".{SENT}.tmp"
-        tmp.write_text(str(count))
-        os.replace(tmp, self.root / SENT)
+        write_atomic(self.root / SENT, str(count))
 
     def keep(self, src: str | os.PathLike) -> str:
         """A copy of a file or folder in ``files/`` (sources such as temp dirs vanish)."""

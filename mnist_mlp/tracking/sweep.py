@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from mnist_mlp.errors import UserError
+from mnist_mlp.errors import exit_on_user_error
 from mnist_mlp.tracking.naming import PARENT_TAG, ROLE_TAG, SWEEP_DIR_TAG, SWEEP_KEYS_TAG, swept_keys
 from mnist_mlp.tracking.record import git_tags
 from mnist_mlp.tracking.store import open_store, refusals_explained
@@ -44,26 +43,18 @@ class SweepParentRun(HydraCallback):
         lcfg = config.get("logger")
         if not lcfg or "tracking_uri" not in lcfg:
             return
-        try:
-            self.client, experiment_id = open_store(
-                lcfg.tracking_uri, lcfg.experiment_name, lcfg.get("artifact_location")
-            )
-        except UserError as err:  # same words and exit status as runner.run_cli
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
         overrides = list(config.hydra.overrides.task)
         keys = swept_keys(overrides)
         swept = [o for o in overrides if o.split("=", 1)[0] in set(keys)]
         tags = {ROLE_TAG: "sweep", SWEEP_DIR_TAG: str(config.hydra.sweep.dir),
                 SWEEP_KEYS_TAG: ",".join(keys), **git_tags()}
-        try:
+        with exit_on_user_error():  # the same words and exit status as train.py's
+            self.client, experiment_id = open_store(
+                lcfg.tracking_uri, lcfg.experiment_name, lcfg.get("artifact_location"))
             with refusals_explained(lcfg.tracking_uri, lcfg.experiment_name):
                 run = self.client.create_run(
                     experiment_id, run_name="sweep " + (" ".join(swept) or "(no swept keys)"),
                     tags=tags)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
         self.run_id = run.info.run_id
         atexit.register(self._end_if_open)
 

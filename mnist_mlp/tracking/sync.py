@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 from typing import Any
 
-from mnist_mlp.errors import UserError
+from mnist_mlp.errors import UserError, exit_on_user_error
 from mnist_mlp.tracking.offline import Journal, describe, journals, reason, send, unreachable
 
 
@@ -100,11 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", help="send to this server instead of the run's own")
     parser.add_argument("--timeout", type=int, default=30, help="seconds per request (default 30)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         print(sync(args.folder, args.tracking_uri, args.timeout))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
