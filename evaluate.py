@@ -5,14 +5,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import mnist_mlp  # noqa: F401  (registers the ${repo_root:} resolvers)
-from mnist_mlp.evaluation import evaluate_cli
+from mnist_mlp import cli  # the package registers the ${repo_root:} resolvers of conf/
 from mnist_mlp.speed import skip_final_collection
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    return evaluate_cli(cfg)
+    return cli.evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def compose(overrides: Iterable[str], tmp: Path) -> Any:
     import mnist_mlp  # noqa: F401  (registers the ${repo_root:} resolvers)
 
     overrides = list(overrides)
-    paths = [f"trainer.default_root_dir={tmp}", f"report_dir={tmp}/report"]
+    paths = [f"trainer.default_root_dir={tmp}", f"report.dir={tmp}/report"]
     if "~logger" not in overrides:  # ~logger: the Trainer without MLflow
         paths += [f"logger.tracking_uri=sqlite:///{tmp}/mlruns/mlflow.db",
                   f"logger.artifact_location={tmp}/mlruns/artifacts",

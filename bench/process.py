@@ -23,7 +23,7 @@ def process_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """
     from mlflow import MlflowClient
 
-    from mnist_mlp.tracking import open_store
+    from mnist_mlp.tracking.store import open_store
 
     uri = f"sqlite:///{tmp}/process/mlruns/mlflow.db"
     start = time.perf_counter()

@@ -1,9 +1,8 @@
 """Process-wide torch settings from the config, and the wall-clock phases of a run.
 
 On a small CPU the thread count is the largest speed knob there is: with two OpenMP threads on two
-busy cores every small op of this MLP waits at a barrier for a descheduled thread (measured 10-30x
-slower epochs under load), while one thread loses little on an idle machine. ``python -m bench``
-measures both.
+busy cores every small op of this MLP waits at a barrier for a descheduled thread, while one thread
+loses little on an idle machine. ``python -m bench`` measures both.
 
 The phases (startup, setup, tracking, fit, test and report, tracking outputs) go to MLflow as
 ``time/<phase>_s`` metrics: where a run's fixed cost goes is then visible for every run, and the
@@ -70,12 +69,12 @@ class PhaseClock:
 
 
 def skip_final_collection() -> None:
-    """Shorten a run's exit from ~3 s to ~1 s on a small CPU.
+    """Shorten a run's exit (seconds on a small CPU; docs, Performance).
 
     At exit CPython tears down every module of torch, Lightning, MLflow and SQLAlchemy with the
     garbage collector walking their objects again and again, only for the OS to free the memory
     a moment later. One collection now frees what the run left (without it, teardown raised peak
-    RSS by ~0.1 GB); ``gc.freeze()`` then takes the survivors out of the collector's sight.
+    RSS); ``gc.freeze()`` then takes the survivors out of the collector's sight.
     atexit handlers, file flushes and reference-counted clean-up still run.
     """
     gc.collect()

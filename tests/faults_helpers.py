@@ -36,7 +36,7 @@ def cli_overrides(data_dir: Path, md5s: dict, tmp_path: Path) -> list[str]:
 def compose_job(*overrides: str, out: Path | None = None) -> DictConfig:
     """The job config train.py would get (no ``hydra`` key), outputs under ``out``."""
     where = [] if out is None else [f"callbacks.model_checkpoint.dirpath={out}/checkpoints",
-                                    f"trainer.default_root_dir={out}", f"report_dir={out}/report"]
+                                    f"trainer.default_root_dir={out}", f"report.dir={out}/report"]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*where, *overrides], return_hydra_config=True)
     HydraConfig().set_config(cfg)

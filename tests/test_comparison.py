@@ -19,14 +19,8 @@ from scipy.stats import binomtest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from mnist_mlp.errors import UserError
-from mnist_mlp.report.comparison import (
-    RunPredictions,
-    compare,
-    comparison_csv,
-    holm,
-    mcnemar_exact,
-    write_comparison,
-)
+from mnist_mlp.report.comparison import RunPredictions, compare, holm, mcnemar_exact
+from mnist_mlp.report.comparison_files import comparison_csv, write_comparison
 
 LABELS = list(range(10))
 

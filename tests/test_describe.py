@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_mlp.metrics import TestMetrics, TestResults
-from mnist_mlp.tracking.describe import headline
+from mnist_mlp.report.summary import headline
 
 
 def _results(confusion: list[list[int]]) -> TestResults:

@@ -10,9 +10,8 @@ import pytest
 from sklearn.metrics import classification_report, confusion_matrix
 from test_metrics import CASES, _rng, measure
 
-from mnist_mlp import report
+from mnist_mlp import atomic, report
 from mnist_mlp.errors import UserError
-from mnist_mlp.report import files
 
 LABELS = list(range(10))
 HPARAMS = {"learning_rate": 0.1, "batch_size": 100, "epochs": 30}
@@ -24,7 +23,8 @@ SECTIONS = ["Model description", "Hyperparameters", "Test set", "Test data class
 def _write(tmp_path, case, digits=4):
     label, pred = CASES[case](_rng(sorted(CASES).index(case)))
     results, _ = measure(label, pred)
-    report.write_report(tmp_path, results, "MnistMlp(...)", HPARAMS, digits=digits)
+    report.write_report(report.Settings(dir=str(tmp_path), digits=digits), results, "MnistMlp(...)",
+                        HPARAMS)
     return results
 
 
@@ -120,7 +120,7 @@ def test_a_failed_write_leaves_the_complete_old_file(tmp_path, monkeypatch):
     def broken(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(files.os, "replace", broken)
+    monkeypatch.setattr(atomic.os, "replace", broken)
     with pytest.raises(UserError, match=rf"Cannot write the report files into {tmp_path}"):
         _write(tmp_path, "mostly_right")
     assert (tmp_path / "predictions.csv").read_bytes() == before
@@ -129,5 +129,5 @@ def test_a_failed_write_leaves_the_complete_old_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("digits", [-1, 2.5, "4", True])
 def test_bad_digits_are_refused_naming_the_key(digits):
-    with pytest.raises(UserError, match="report_digits"):
-        report.check_digits(digits)
+    with pytest.raises(UserError, match=r"report\.digits=.* must be a whole number >= 0"):
+        report.Settings(digits=digits)

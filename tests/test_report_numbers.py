@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from scipy.stats import binomtest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, top_k_accuracy_score
 from sklearn.preprocessing import label_binarize
@@ -16,8 +20,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from mnist_mlp import report
 from mnist_mlp.errors import UserError
-from mnist_mlp.metrics import TestMetrics
-from mnist_mlp.report import numbers
+from mnist_mlp.metrics import TestMetrics, bootstrap_macro_f1
 from mnist_mlp.report.history import EpochHistory
 
 
@@ -39,7 +42,7 @@ def _logits(pred: np.ndarray, seed: int = 0, coarse: bool = False) -> torch.Tens
     return F.one_hot(torch.as_tensor(pred), C).float() * 2.5 + noise
 
 
-def _report(tmp_path, label, pred, logits=None, **kw):
+def _report(tmp_path, label, pred, logits=None, settings=None, **kw):
     logits = _logits(pred) if logits is None else logits
     metrics = TestMetrics(C)
     y = torch.as_tensor(label)
@@ -47,7 +50,7 @@ def _report(tmp_path, label, pred, logits=None, **kw):
         sl = slice(start, start + 64)
         metrics.update(logits[sl], y[sl], torch.arange(len(y))[sl])
     r = metrics.compute()
-    report.write_report(tmp_path, r, "net", {}, **kw)
+    report.write_report(replace(settings or report.Settings(), dir=str(tmp_path)), r, "net", {}, **kw)
     table = np.loadtxt(tmp_path / "predictions.csv", delimiter=",", skiprows=1)
     summary = json.loads((tmp_path / "summary.json").read_text())
     return r, table[:, 1].astype(int), table[:, 2].astype(int), table[:, 3:], summary
@@ -138,8 +141,8 @@ def test_bootstrap_interval_of_macro_f1_equals_scikit_learn_on_the_same_resample
     assert summary["f1_macro_ci"] == pytest.approx(list(np.percentile(scores, [2.5, 97.5])), abs=1e-12)
     lo, hi = summary["f1_macro_ci"]
     assert lo < summary["f1_macro"] < hi
-    other = numbers.bootstrap_macro_f1(y, p, C, 250, seed=124)
-    assert other != (lo, hi) and numbers.bootstrap_macro_f1(y, p, C, 250, seed=123) == (lo, hi)
+    other = bootstrap_macro_f1(y, p, C, 250, seed=124)
+    assert other != (lo, hi) and bootstrap_macro_f1(y, p, C, 250, seed=123) == (lo, hi)
 
 
 def test_mistake_grids_show_the_most_confident_errors_and_the_most_confused_pair(tmp_path):
@@ -181,5 +184,8 @@ def test_learning_curves_come_from_the_epoch_history(tmp_path):
                                        ("bootstrap_seed", -1), ("mistakes", True)])
 def test_bad_report_settings_are_refused_naming_the_key(key, value):
     with pytest.raises(UserError, match=rf"report\.{key}=.* must be a whole number"):
-        report.Settings.from_config({key: value})
-    assert report.Settings.from_config(None) == report.Settings()
+        report.Settings(**{key: value})
+    # conf/report/default.yaml builds the documented defaults, where the report goes aside
+    group = OmegaConf.load(ROOT / "conf" / "report" / "default.yaml")
+    group.dir = "somewhere"
+    assert instantiate(group) == report.Settings(dir="somewhere")

@@ -20,8 +20,8 @@ from faults_helpers import assert_one_paragraph, quiet, run_train
 from mlflow import MlflowClient
 from tracking_helpers import artifacts, check_job, runs_in
 
-from mnist_mlp import tracking
 from mnist_mlp.errors import UserError
+from mnist_mlp.tracking import record, store
 
 pytestmark = pytest.mark.slow
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -128,10 +128,10 @@ def test_a_member_who_may_only_read_an_experiment_is_refused_before_training(
     owner = MlflowClient(team_server.uri)
     experiment = "team-read-only"
     experiment_id = owner.create_experiment(experiment)
-    best = f"{tracking.CKPT_DIR}/best.ckpt"
-    source = owner.create_run(experiment_id, tags={tracking.BEST_CKPT_TAG: best}).info.run_id
+    best = f"{record.CKPT_DIR}/best.ckpt"
+    source = owner.create_run(experiment_id, tags={record.BEST_CKPT_TAG: best}).info.run_id
     (tmp_path / "best.ckpt").write_bytes(b"never loaded: the evaluation run is refused first")
-    owner.log_artifact(source, str(tmp_path / "best.ckpt"), tracking.CKPT_DIR)
+    owner.log_artifact(source, str(tmp_path / "best.ckpt"), record.CKPT_DIR)
 
     reader = team_server.create_user("reader")
     as_user(monkeypatch, reader)
@@ -158,7 +158,7 @@ def test_a_member_who_may_only_read_an_experiment_is_refused_before_training(
 
 def test_credentials_inside_the_tracking_uri_are_refused_unsent():
     with pytest.raises(UserError, match="MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") as err:
-        tracking.open_store("http://alice:s3cret-pw@127.0.0.1:9/", "mnist-mlp")
+        store.open_store("http://alice:s3cret-pw@127.0.0.1:9/", "mnist-mlp")
     assert "s3cret-pw" not in str(err.value)
 
 
@@ -180,4 +180,4 @@ def test_a_refused_experiment_names_the_user_and_the_experiment(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     with pytest.raises(UserError, match=r"HTTP 403.*user bob may not use "
                        r"logger.experiment_name=shared.*EDIT permission"):
-        tracking.open_store("http://127.0.0.1:9", "shared")
+        store.open_store("http://127.0.0.1:9", "shared")

@@ -25,8 +25,10 @@ from omegaconf import OmegaConf
 from tracking_helpers import EPOCH_METRICS, artifacts, runs_in
 
 import mnist_mlp  # noqa: F401
-from mnist_mlp import tracking
 from mnist_mlp.errors import UserError
+from mnist_mlp.tracking import record
+from mnist_mlp.tracking.evaluation import evaluation_run
+from mnist_mlp.tracking.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +79,7 @@ def test_params_are_the_resolved_config_with_dotted_keys_overrides_included():
         cfg = compose("train", overrides=["model.lr=0.05", "seed=3", "model/optimizer=adam"],
                       return_hydra_config=True)
     HydraConfig().set_config(cfg)
-    params = tracking.config_params(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    params = record.config_params(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
     assert params["model.lr"] == "0.05" and params["seed"] == "3"
     assert params["data.batch_size"] == "100" and params["trainer.max_epochs"] == "30"
     assert params["model.optimizer._target_"] == "torch.optim.Adam"
@@ -85,20 +87,20 @@ def test_params_are_the_resolved_config_with_dotted_keys_overrides_included():
 
 
 def test_sweep_jobs_are_named_by_their_swept_values():
-    keys = tracking.swept_keys(["model.lr=0.01,0.1", "seed=1,2", "trainer.max_epochs=2"])
+    keys = record.swept_keys(["model.lr=0.01,0.1", "seed=1,2", "trainer.max_epochs=2"])
     assert keys == ["model.lr", "seed"]
-    assert tracking.single_run_name([], "19-08-43-352778") == "defaults 19-08-43"
-    assert tracking.single_run_name(["model.lr=0.05"], "19-08-43-352778") == "lr=0.05 19-08-43"
-    name = tracking.job_run_name(["model.lr=0.01", "seed=1", "trainer.max_epochs=2"], keys)
+    assert record.single_run_name([], "19-08-43-352778") == "defaults 19-08-43"
+    assert record.single_run_name(["model.lr=0.05"], "19-08-43-352778") == "lr=0.05 19-08-43"
+    name = record.job_run_name(["model.lr=0.01", "seed=1", "trainer.max_epochs=2"], keys)
     assert name == "lr=0.01,seed=1"
-    assert tracking.job_run_name(["model/optimizer=adam"], ["model/optimizer"]) == "optimizer=adam"
+    assert record.job_run_name(["model/optimizer=adam"], ["model/optimizer"]) == "optimizer=adam"
 
 
 def test_unreachable_server_is_a_user_error_within_seconds():
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(UserError, match=rf"logger.tracking_uri={uri} cannot be used"):
-        tracking.open_store(uri, "mnist-mlp")
+        open_store(uri, "mnist-mlp")
     assert time.monotonic() - start < 20
 
 
@@ -116,7 +118,7 @@ def test_evaluation_gets_the_checkpoint_and_records_a_new_linked_run(store, tmp_
     (report / "report.md").write_text("# report")
     lcfg = {"tracking_uri": store.tracking_uri, "experiment_name": "mnist-mlp"}
 
-    with tracking.evaluation_run(source, lcfg, tmp_path / "dl") as ev:
+    with evaluation_run(source, lcfg, tmp_path / "dl") as ev:
         assert ev.ckpt_path.read_bytes() == b"weights"
         ev.log_report(report, {"test/acc": 0.95, "test/f1_class_4": 0.9})
 
@@ -128,12 +130,12 @@ def test_evaluation_gets_the_checkpoint_and_records_a_new_linked_run(store, tmp_
     assert artifacts(store, ev.run_id) == {"report/report.md"}
     assert store.get_run(source).data.metrics == {"test/acc": 0.9}  # the source run is untouched
     with pytest.raises(UserError, match="has no checkpoint artifact"):
-        with tracking.evaluation_run(empty, lcfg, tmp_path / "dl2"):
+        with evaluation_run(empty, lcfg, tmp_path / "dl2"):
             pass
     with pytest.raises(UserError, match="run_id=0123 is not a run"):
-        with tracking.evaluation_run("0123", lcfg, tmp_path / "dl3"):
+        with evaluation_run("0123", lcfg, tmp_path / "dl3"):
             pass
-    with pytest.raises(RuntimeError), tracking.evaluation_run(source, lcfg, tmp_path / "dl4") as ev:
+    with pytest.raises(RuntimeError), evaluation_run(source, lcfg, tmp_path / "dl4") as ev:
         raise RuntimeError("evaluation broke")
     assert store.get_run(ev.run_id).info.status == "FAILED"
 
@@ -151,7 +153,7 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(
     report = tmp_path / "report"  # stands in for the report issue's files
     report.mkdir()
     (report / "confusion_matrix.png").write_bytes(b"png")
-    result = run_train("trainer.max_epochs=2", "model.lr=0.05", f"report_dir={report}",
+    result = run_train("trainer.max_epochs=2", "model.lr=0.05", f"report.dir={report}",
                        *data_overrides(data_dir, md5s), *store_overrides(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
 

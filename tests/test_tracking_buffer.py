@@ -21,6 +21,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UN
 
 from mnist_mlp.errors import UserError
 from mnist_mlp.tracking import offline, sync
+from mnist_mlp.tracking.journal import META, Journal, send
 
 
 class FlakyClient:
@@ -103,11 +104,11 @@ def test_a_run_that_ends_during_the_outage_keeps_everything_for_sync(tmp_path, c
     buffered.set_terminated("r", "KILLED", end_time=7)
     assert not buffered.close()
     assert f"mnist_mlp.tracking.sync {tmp_path}" in capsys.readouterr().out
-    journal = offline.Journal(tmp_path / "mlflow_buffer")
+    journal = Journal(tmp_path / "mlflow_buffer")
     assert [e["op"] for _, e in journal.pending()] == ["log_batch", "set_terminated"]
     client.down = False
     for i, entry in journal.pending():  # what the sync command does
-        offline.send(client, entry, client.tracking_uri)
+        send(client, entry, client.tracking_uri)
         journal.mark_sent(i + 1)
     assert client.calls == [("batch", "r", [("val/acc", 0.1, 1, 1001)], []), ("end", "r", "KILLED", 7)]
     assert journal.pending() == []
@@ -129,13 +130,13 @@ def test_sync_sends_a_journal_and_ends_a_run_whose_process_died(tmp_path):
     run_id = client.create_run(client.create_experiment("x", str(tmp_path / "art"))).info.run_id
     with pytest.raises(UserError, match="holds no MLflow buffer"):
         sync.sync(tmp_path)
-    journal = offline.Journal(tmp_path / "out" / "mlflow_buffer")
+    journal = Journal(tmp_path / "out" / "mlflow_buffer")
     journal.start(uri)
     journal.append({"op": "log_batch", "run_id": run_id, "metrics": [["val/acc", 0.5, 1_000, 0]]})
 
     other = subprocess.Popen(["sleep", "60"])  # a train.py that is still running
     meta = journal.meta()
-    (journal.root / offline.META).write_text(json.dumps({**meta, "pid": other.pid}))
+    (journal.root / META).write_text(json.dumps({**meta, "pid": other.pid}))
     try:
         with pytest.raises(UserError, match=f"still going \\(pid {other.pid}\\)"):
             sync.sync(tmp_path / "out")

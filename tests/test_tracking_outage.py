@@ -22,7 +22,8 @@ from mlflow_server import MlflowServer
 from tracking_helpers import EPOCH_METRICS, artifacts
 
 from mnist_mlp.errors import UserError
-from mnist_mlp.tracking import offline, sync
+from mnist_mlp.tracking import sync
+from mnist_mlp.tracking.journal import Journal
 
 pytestmark = pytest.mark.slow
 EPOCHS = 12
@@ -145,7 +146,7 @@ def test_server_back_after_the_run_then_sync_uploads_it(synthetic_mnist, tmp_pat
         assert f"python -m mnist_mlp.tracking.sync {outputs}" in out + err
         assert (outputs / "report" / "report.html").is_file()
         assert (outputs / "checkpoints" / "last.ckpt").is_file()
-        journal = offline.Journal(outputs / "mlflow_buffer")
+        journal = Journal(outputs / "mlflow_buffer")
         assert journal.pending() and journal.entries()[-1]["op"] == "set_terminated"
 
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # sync.sync sets it in-process

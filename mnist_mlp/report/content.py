@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlp.metrics import SCORES, TestResults
-from mnist_mlp.report.numbers import CONFIDENCE, ECE_BINS, RunNumbers, derive, most_confused
+from mnist_mlp.metrics import CONFIDENCE, ECE_BINS, SCORES, TestResults
+from mnist_mlp.report.numbers import RunNumbers, derive, most_confused
 from mnist_mlp.report.render import Section
 from mnist_mlp.report.tables import dict_report, text_report
 

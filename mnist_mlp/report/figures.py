@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_mlp.metrics import Ranking, TestResults
-from mnist_mlp.report.numbers import Reliability
+from mnist_mlp.metrics import Ranking, Reliability, TestResults
 
 
 def _png(fig: Any, dpi: int = 90) -> bytes:

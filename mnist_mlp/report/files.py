@@ -17,7 +17,6 @@ half a file where a complete one stood):
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,18 +28,9 @@ from mnist_mlp.errors import UserError
 from mnist_mlp.metrics import TestResults
 from mnist_mlp.report import figures, tables
 from mnist_mlp.report.content import sections
-from mnist_mlp.report.numbers import RunNumbers, Settings, derive
+from mnist_mlp.report.numbers import RunNumbers, derive
 from mnist_mlp.report.render import to_html, to_markdown
-
-
-def check_digits(digits: Any) -> int:
-    """``report_digits`` must be a whole number >= 0; checked before training, not after it."""
-    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 0:
-        raise UserError(
-            f"report_digits={digits!r}: the number of decimals in the classification report must "
-            "be a whole number >= 0 (default 4). Set e.g. report_digits=4."
-        )
-    return digits
+from mnist_mlp.report.settings import Settings
 
 
 def summary(r: TestResults, n: RunNumbers) -> dict[str, Any]:
@@ -83,24 +73,21 @@ def figure_files(r: TestResults, n: RunNumbers, images: np.ndarray | None,
 
 
 def write_report(
-    folder: str | os.PathLike,
+    settings: Settings,
     results: TestResults,
     model_text: str,
     hyperparameters: Mapping[str, Any],
-    digits: int = 4,
-    title: str = "Classification metrics on MNIST",
     *,
     images: np.ndarray | None = None,
     history: Sequence[Mapping[str, float]] | None = None,
-    settings: Settings | None = None,
+    title: str = "Classification metrics on MNIST",
 ) -> dict[str, Path]:
-    """Write every report file into ``folder`` (created if needed); returns name -> path.
+    """Write every report file into ``settings.dir`` (created if needed); returns name -> path.
 
     ``images``: the test split (N x 28 x 28), for the mistake grids; ``history``: one dict of
     ``train/...``/``val/...`` values per epoch (``history.EpochHistory``), for the learning curves.
     """
-    digits = check_digits(digits)
-    folder = Path(folder)
+    folder, digits = Path(str(settings.dir)), settings.digits
     n = derive(results, settings)
     pngs = figure_files(results, n, images, history)
     parts = sections(results, model_text, hyperparameters, digits, n, figures=list(pngs))
@@ -120,7 +107,7 @@ def write_report(
         return write_files(folder, files)
     except OSError as err:
         raise UserError(
-            f"Cannot write the report files into {folder} ({err}). Point report_dir at a "
+            f"Cannot write the report files into {folder} ({err}). Point report.dir at a "
             "writable folder; `python evaluate.py ckpt_path=<checkpoint>` writes them again "
             "from a checkpoint."
         ) from None

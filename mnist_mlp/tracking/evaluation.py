@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_mlp.errors import UserError
-from mnist_mlp.tracking.naming import (
+from mnist_mlp.tracking.record import (
     BEST_CKPT_TAG,
     CKPT_DIR,
     EVALUATES_TAG,
@@ -18,9 +18,9 @@ from mnist_mlp.tracking.naming import (
     REPORT_DIR,
     ROLE_TAG,
     RUN_NAME_TAG,
+    git_tags,
 )
-from mnist_mlp.tracking.record import git_tags
-from mnist_mlp.tracking.store import ending, log_batch, open_store, refusals_explained
+from mnist_mlp.tracking.store import ending, get_run, log_batch, open_store, refusals_explained
 
 
 @dataclass
@@ -38,18 +38,6 @@ class EvaluationRun:
             self.client.log_artifacts(self.run_id, str(report_dir), REPORT_DIR)
         if metrics:
             log_batch(self.client, self.run_id, metrics=metrics)
-
-
-def _get_run(client: Any, run_id: str, uri: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_run(run_id)
-    except MlflowException:
-        raise UserError(
-            f"run_id={run_id} is not a run in {uri or 'this store'}: copy the run ID from the "
-            "MLflow UI (`make ui`) or `mlflow runs list`, and check logger.tracking_uri."
-        ) from None
 
 
 def run_checkpoint(client: Any, run: Any, dst: str | os.PathLike) -> Path:
@@ -78,7 +66,7 @@ def evaluation_run(run_id: str, logger_cfg: Mapping[str, Any],
     """
     uri = logger_cfg["tracking_uri"]
     client, _ = open_store(uri, logger_cfg["experiment_name"], logger_cfg.get("artifact_location"))
-    source = _get_run(client, run_id, uri)
+    source = get_run(client, run_id)
     ckpt = run_checkpoint(client, source, dst)
     tags = {ROLE_TAG: "evaluate", EVALUATES_TAG: run_id, PARENT_TAG: run_id,
             RUN_NAME_TAG: f"evaluate {source.info.run_name}", **git_tags()}

@@ -7,7 +7,7 @@ load time) with the weights as a state dict read by ``torch.load(weights_only=Tr
 * ``mlflow.pytorch`` with ``serialization_format="pt2"`` (``torch.export``): also pickle-free, but
   its pyfunc needs a float32 tensor signature of one fixed rank, so ``mlflow models predict`` on a
   CSV (read by pandas as int64/float64) is refused, the caller has to normalise the pixels, and it
-  loaded slower here (README, "MLflow": load times of the three formats).
+  loaded slower (docs, Tracking: load times of the three formats).
 
 Signature: 784 unnamed double columns (raw pixel values 0-255, row-major) in, 10 float32 class
 probabilities out. Column-based, so a CSV of pixels, a DataFrame or an ``N×784`` array of uint8,
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mnist_mlp.tracking.naming import MODEL_NAME
+from mnist_mlp.tracking.record import MODEL_NAME
 
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
 

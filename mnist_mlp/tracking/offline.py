@@ -1,9 +1,8 @@
 """Training through a tracking-server outage: writes the server does not take are kept and sent later.
 
 While an ``http(s)`` tracking server does not answer, every write of the run (Lightning's epoch
-metrics, params, tags, artifacts, the logged model, the end status) is appended to a journal in the
-run's output folder (``logger.buffer_dir``, default ``<output>/mlflow_buffer``), artifacts copied
-beside it; training goes on at full speed. A background thread retries every
+metrics, params, tags, artifacts, the logged model, the end status) is appended to the run's
+journal (``tracking.journal``); training goes on at full speed. A background thread retries every
 ``logger.retry_seconds`` and, once the server answers, sends the journal in order and goes back to
 writing directly. If the run ends first, its local outputs are complete (report, checkpoints) and
 ``python -m mnist_mlp.tracking.sync <output dir>`` sends the journal later, end status included.
@@ -11,36 +10,28 @@ One warning when the server goes away (it names that command), one when it is ba
 
 Why a journal by hand: MLflow 3.17's asynchronous logging (``MLFlowLogger(synchronous=False)``,
 ``MLFLOW_ENABLE_ASYNC_LOGGING``) only moves ``log_batch`` into a thread pool: a batch still goes
-through urllib3's retries (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=7`` with exponential backoff: minutes
-per call) and is then logged as an error and dropped; artifacts, the model and ``set_terminated``
-stay synchronous, and the end of the run waits for the queue. Nothing in MLflow keeps a write for a
-server that comes back later. What MLflow does offer is used: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``
-and ``MLFLOW_HTTP_REQUEST_TIMEOUT=<logger.request_timeout>`` (set unless already in the
-environment) make a call to a stopped server fail at once and quietly; the journal is the retry.
-Local stores (``sqlite:``, files) are written directly, as before.
+through urllib3's retries (minutes per call with exponential backoff) and is then logged as an
+error and dropped; artifacts, the model and ``set_terminated`` stay synchronous, and the end of the
+run waits for the queue. Nothing in MLflow keeps a write for a server that comes back later. What
+MLflow does offer is used: no retries and a short timeout (``store.fail_fast_http``) make a call to
+a stopped server fail at once and quietly; the journal is the retry. Local stores (``sqlite:``,
+files) are written directly.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mnist_mlp.atomic import write_atomic
+from mnist_mlp.tracking.journal import SYNC_COMMAND, Journal, describe, send
 
 log = logging.getLogger(__name__)
-
-JOURNAL, SENT, META, FILES = "journal.jsonl", "sent", "meta.json", "files"
-SYNC_COMMAND = "python -m mnist_mlp.tracking.sync"
 
 
 def is_remote(uri: str) -> bool:
@@ -81,125 +72,6 @@ def reason(err: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(err).__name__
 
 
-class Journal:
-    """The writes not yet sent, in order: ``journal.jsonl`` plus ``sent``, the count already sent.
-
-    Append-only, so a crash mid-write loses at most the line being written; entries are never
-    rewritten, so the folder is also the record of what was buffered.
-    """
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-
-    def exists(self) -> bool:
-        return (self.root / JOURNAL).is_file()
-
-    def start(self, tracking_uri: str) -> None:
-        """Create the folder and its ``meta.json`` (server, process) on the first kept write."""
-        if self.exists():
-            return
-        (self.root / FILES).mkdir(parents=True, exist_ok=True)
-        meta = {"tracking_uri": tracking_uri, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": time.time()}
-        (self.root / META).write_text(json.dumps(meta, indent=1))
-        (self.root / JOURNAL).touch()
-
-    @property
-    def folder(self) -> Path:
-        """What to give the sync command: the run's output folder when the buffer is in it."""
-        return self.root.parent if self.root.name == "mlflow_buffer" else self.root
-
-    def meta(self) -> dict[str, Any]:
-        return json.loads((self.root / META).read_text())
-
-    def append(self, entry: dict[str, Any]) -> None:
-        with open(self.root / JOURNAL, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def entries(self) -> list[dict[str, Any]]:
-        if not self.exists():
-            return []
-        lines = (self.root / JOURNAL).read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def sent(self) -> int:
-        path = self.root / SENT
-        return int(path.read_text()) if path.is_file() else 0
-
-    def pending(self) -> list[tuple[int, dict[str, Any]]]:
-        done = self.sent()
-        return [(i, e) for i, e in enumerate(self.entries()) if i >= done]
-
-    def mark_sent(self, count: int) -> None:
-        write_atomic(self.root / SENT, str(count))
-
-    def keep(self, src: str | os.PathLike) -> str:
-        """A copy of a file or folder in ``files/`` (sources such as temp dirs vanish)."""
-        src = Path(src)
-        dst = self.root / FILES / f"{len(list((self.root / FILES).iterdir())):04d}" / src.name
-        dst.parent.mkdir(parents=True)
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy2(src, dst)
-        return str(dst)
-
-
-def send(client: Any, entry: dict[str, Any], tracking_uri: str) -> None:
-    """Perform one journal entry against ``client`` (live entries may carry the object itself)."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    op, run_id = entry["op"], entry["run_id"]
-    if op == "log_batch":
-        client.log_batch(run_id, metrics=[Metric(*m) for m in entry.get("metrics", [])],
-                         params=[Param(*p) for p in entry.get("params", [])],
-                         tags=[RunTag(*t) for t in entry.get("tags", [])])
-    elif op == "log_artifact":
-        client.log_artifact(run_id, entry["local"], entry.get("artifact_path"))
-    elif op == "log_artifacts":
-        client.log_artifacts(run_id, entry["local"], entry.get("artifact_path"))
-    elif op == "set_tag":
-        client.set_tag(run_id, entry["key"], entry["value"])
-    elif op == "set_terminated":
-        client.set_terminated(run_id, entry["status"], entry.get("end_time"))
-    elif op == "log_model":
-        entry["log_fn"](_load_net(entry["local"]) if "net" not in entry else entry["net"])
-    else:
-        raise ValueError(f"unknown journal entry {op!r}")
-
-
-def _load_net(path: str) -> Any:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and values (model_payload)
-
-
-def counts(entries: list[dict[str, Any]]) -> dict[str, int]:
-    """What a list of entries holds: metric values, params, tags, artifact uploads, models, ends."""
-    out = dict.fromkeys(("metric value", "param", "tag", "artifact upload", "model", "end status"), 0)
-    for e in entries:
-        out["metric value"] += len(e.get("metrics", []))
-        out["param"] += len(e.get("params", []))
-        out["tag"] += len(e.get("tags", [])) + (e["op"] == "set_tag")
-        out["artifact upload"] += e["op"] in ("log_artifact", "log_artifacts")
-        out["model"] += e["op"] == "log_model"
-        out["end status"] += e["op"] == "set_terminated"
-    return out
-
-
-def describe(entries: list[dict[str, Any]]) -> str:
-    """``99 metric values, 1 tag, 2 artifact uploads, the model, the end status``."""
-    parts = []
-    for what, n in counts(entries).items():
-        if what in ("model", "end status") and n:
-            parts.append(f"the {what}")
-        elif n:
-            parts.append(f"{n} {what}{'s' if n > 1 else ''}")
-    return ", ".join(parts) or "nothing"
-
-
 class BufferedClient:
     """An ``MlflowClient`` whose writes are kept in a ``Journal`` while the server does not answer.
 
@@ -216,7 +88,6 @@ class BufferedClient:
         self._offline_since: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._model_fns: dict[str, Callable[[Any], None]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -261,11 +132,11 @@ class BufferedClient:
         self._write({"op": "set_terminated", "run_id": run_id, "status": status or "FINISHED",
                      "end_time": end_time or int(time.time() * 1000)})
 
-    def log_model(self, run_id: str, net: Any, log_fn: Callable[[Any], None],
+    def log_model(self, run_id: str, payload: dict[str, Any],
                   registered_model_name: str | None = None) -> None:
-        """``log_fn(net)`` logs the model now; offline the network is saved beside the journal,
-        with the name ``sync`` registers it under."""
-        self._write({"op": "log_model", "run_id": run_id, "net": net, "log_fn": log_fn,
+        """The logged model now; offline its payload is kept beside the journal, with the name
+        ``sync`` registers it under."""
+        self._write({"op": "log_model", "run_id": run_id, "payload": payload,
                      "registered_model_name": registered_model_name})
 
     # ------------------------------------------------------------------ the outage
@@ -289,12 +160,7 @@ class BufferedClient:
         if entry["op"] in ("log_artifact", "log_artifacts"):
             entry["local"] = self.journal.keep(entry["local"])
         elif entry["op"] == "log_model":
-            import torch
-
-            path = self.journal.root / FILES / f"model-{len(self.journal.entries()):04d}.pt"
-            torch.save(entry.pop("net"), path)
-            entry["local"] = str(path)
-            entry.pop("log_fn")
+            entry["local"] = self.journal.keep_payload(entry.pop("payload"))
         self.journal.append(entry)
 
     def _go_offline(self, err: BaseException) -> None:
@@ -327,8 +193,6 @@ class BufferedClient:
                     self._back(sent)
                     return True
             for i, entry in pending:
-                if entry["op"] == "log_model":
-                    entry["log_fn"] = self._model_fns.get(entry["run_id"]) or _missing_model_fn
                 try:
                     send(self._client, entry, self.tracking_uri)
                 except Exception as err:  # noqa: BLE001  (the thread must not die with a traceback)
@@ -360,29 +224,17 @@ class BufferedClient:
         return False
 
 
-def _missing_model_fn(net: Any) -> None:
-    raise RuntimeError("no model logging function registered")
-
-
-def log_model(client: Any, run_id: str, net: Any, log_fn: Callable[[Any], None],
+def log_model(client: Any, run_id: str, payload: dict[str, Any],
               registered_model_name: str | None = None) -> None:
-    """``log_fn(net)``, or kept for later when ``client`` is buffered and the server is away."""
+    """The run's model (``tracking.model.model_payload``): logged now, or kept with the run's other
+    writes while its server does not answer."""
     if isinstance(client, BufferedClient):
-        client._model_fns[run_id] = log_fn
-        client.log_model(run_id, net, log_fn, registered_model_name)
+        client.log_model(run_id, payload, registered_model_name)
     else:
-        log_fn(net)
+        send(client, {"op": "log_model", "run_id": run_id, "payload": payload,
+                      "registered_model_name": registered_model_name}, client.tracking_uri)
 
 
 def close(client: Any) -> None:
     if isinstance(client, BufferedClient):
         client.close()
-
-
-def journals(folder: str | os.PathLike) -> Iterator[Journal]:
-    """The journal in an output folder (``<folder>/mlflow_buffer``) or the folder itself."""
-    folder = Path(folder)
-    for candidate in (folder, folder / "mlflow_buffer"):
-        if (candidate / JOURNAL).is_file():
-            yield Journal(candidate)
-            return

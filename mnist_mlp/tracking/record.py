@@ -1,9 +1,13 @@
-"""What a run records beside Lightning's metrics: the resolved config, git state, Hydra's overrides."""
+"""What a run records beside Lightning's metrics, and how runs and tags are named in the store.
+
+One place for every tag key and run name, and for turning the resolved config, the git state and
+Hydra's overrides into params, tags and files.
+"""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,44 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp.paths import repo_root
 
+ROLE_TAG = "mnist_mlp.role"
+EVALUATES_TAG = "mnist_mlp.evaluates"
+SWEEP_DIR_TAG = "sweep.dir"
+SWEEP_JOB_TAG = "sweep.job"
+SWEEP_KEYS_TAG = "sweep.keys"
+BEST_CKPT_TAG = "best_checkpoint"
+FAILURE_TAG = "mnist_mlp.failure"  # why a run was ended FAILED from outside its own exception
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI (Markdown)
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+CKPT_DIR, REPORT_DIR, MODEL_NAME = "checkpoints", "report", "model"
 _MAX_PARAM = 6000  # MLflow 3.x's longest param value
+
+
+def _parse(overrides: Sequence[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def swept_keys(overrides: Sequence[str]) -> list[str]:
+    """Keys a multirun sweeps over (``model.lr=0.01,0.1`` -> ``model.lr``)."""
+    return [o.key_or_group for o in _parse(overrides) if o.is_sweep_override()]
+
+
+def job_run_name(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
+    """``lr=0.01,seed=1``: the swept values of a job, keys cut to their last part when unique."""
+    values = {o.key_or_group: o.get_value_element_as_str() for o in _parse(job_overrides)}
+    keys = [k for k in keys if k in values] or list(values)
+    short = [k.replace("/", ".").rsplit(".", 1)[-1] for k in keys]
+    names = short if len(set(short)) == len(short) else keys
+    return ",".join(f"{n}={values[k]}" for n, k in zip(names, keys, strict=True)) or "job"
+
+
+def single_run_name(overrides: Sequence[str], output_dir_name: str) -> str:
+    """``lr=0.05,max_epochs=2 19-08-43``: what was changed from the defaults, and when it started."""
+    changed = job_run_name(overrides, []) if overrides else "defaults"
+    return f"{changed} {output_dir_name[:8]}"
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -14,15 +14,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp import ddp, faults
+from mnist_mlp import ddp, faults, report
+from mnist_mlp.report.summary import headline
 from mnist_mlp.tracking import offline
 from mnist_mlp.tracking.datasets import log_datasets
-from mnist_mlp.tracking.describe import describe_run
 from mnist_mlp.tracking.model import model_payload
-from mnist_mlp.tracking.naming import (
+from mnist_mlp.tracking.record import (
     BEST_CKPT_TAG,
     CKPT_DIR,
     FAILURE_TAG,
+    NOTE_TAG,
     PARENT_TAG,
     REPORT_DIR,
     ROLE_TAG,
@@ -30,13 +31,15 @@ from mnist_mlp.tracking.naming import (
     SWEEP_DIR_TAG,
     SWEEP_JOB_TAG,
     SWEEP_KEYS_TAG,
+    config_params,
+    git_tags,
+    hydra_config,
     job_run_name,
+    overrides_yaml,
     single_run_name,
 )
-from mnist_mlp.tracking.record import config_params, git_tags, hydra_config, overrides_yaml
 from mnist_mlp.tracking.store import end_run, ending, log_batch, open_store, refusals_explained
 from mnist_mlp.tracking.sweep import find_sweep_parent
-from mnist_mlp.tracking.system import system_metrics
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class TrackedRun:
         self.logger.owned = True  # ended by tracked_run's ``ending``, not after fit (tracking.logger)
         with refusals_explained(lcfg.tracking_uri, lcfg.experiment_name):
             self.run_id = self.logger.run_id  # MLFlowLogger creates the run here
-        self.client = self.logger.experiment  # one client: BufferedMLFlowLogger's survives an outage
+        self.client = self.logger.experiment  # one client: the logger's survives an outage
         log_batch(self.client, self.run_id, params=config_params(self.cfg))
         log_datasets(self.client, self.run_id, self.datamodule)
         with tempfile.TemporaryDirectory() as tmp:
@@ -139,18 +142,11 @@ class TrackedRun:
             self.client.log_artifact(self.run_id, best, CKPT_DIR)
             self.client.set_tag(self.run_id, BEST_CKPT_TAG, f"{CKPT_DIR}/{Path(best).name}")
         module = self.trainer.lightning_module
-        describe_run(self.client, self.run_id, self.cfg, self.trainer.callback_metrics,
-                     module.test_results)
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        self.client.set_tag(self.run_id, NOTE_TAG, headline(
+            metrics, module.test_results, report.train_hyperparameters(self.cfg)))
         offline.log_model(self.client, self.run_id, model_payload(module, self.datamodule),
-                          self.log_model, getattr(self.logger, "registered_model_name", None))
-
-    def log_model(self, payload: dict[str, Any]) -> None:
-        """The network (``tracking.model.model_payload``) as logged model ``model``, loadable
-        without pickle; also what ``tracking.sync`` calls for a model an outage kept back."""
-        from mnist_mlp.tracking.model import log_model
-
-        log_model(self.run_id, self.cfg.logger.tracking_uri, payload,
-                  getattr(self.logger, "registered_model_name", None))
+                          getattr(self.logger, "registered_model_name", None))
 
     def log_timings(self, seconds: Mapping[str, float]) -> None:
         """Wall seconds per phase of the run (``mnist_mlp.speed.PhaseClock``) as ``time/<phase>_s``."""
@@ -181,3 +177,30 @@ def tracked_run(cfg: DictConfig, trainer: Any, datamodule: Any) -> Iterator[Trac
             yield run
     finally:
         offline.close(run.client)  # sends what a server outage kept back, or says how to
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, tracking_uri: str, interval: float) -> Iterator[None]:
+    """MLflow's system metrics (``system/...``: CPU, memory, disk, network, NVIDIA GPUs) sampled
+    every ``interval`` s while the block runs.
+
+    ``mlflow.start_run(log_system_metrics=True)`` starts the monitor only for the fluent active run,
+    which ``MLFlowLogger`` never creates; the monitor itself takes a run id, so it is started here.
+    Its thread stops, and its last samples are written, before the block's caller closes the run.
+    It also stops by itself once the run is no longer RUNNING, which is why ``MlflowLogger`` leaves
+    the run open after ``fit``. A monitor that cannot start costs the run nothing but a warning.
+    """
+    monitor = None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=tracking_uri)
+        monitor.start()
+    except Exception as err:  # noqa: BLE001  (psutil missing, ...: train anyway)
+        log.warning("System metrics are not recorded: %s", err)
+        monitor = None
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            monitor.finish()

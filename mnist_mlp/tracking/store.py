@@ -19,8 +19,22 @@ _BATCH = 100  # MLflow's limit of params/tags per log_batch call
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+def _fail_fast_settings(timeout: float) -> dict[str, str]:
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+
+
+def fail_fast_http(timeout: float) -> None:
+    """From now on in this process, an MLflow call to a server that does not answer fails within
+    ``timeout`` s instead of retrying for minutes (urllib3's backoff), unless the environment
+    already chose otherwise. The outage buffer and ``sync`` are the retry."""
+    for key, value in _fail_fast_settings(timeout).items():
+        os.environ.setdefault(key, value)
+
+
 @contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
+def failing_fast(timeout: float = 10) -> Iterator[None]:
+    """``fail_fast_http`` for the block only (the store check before training)."""
+    values = _fail_fast_settings(timeout)
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -54,10 +68,9 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
             "run's params and config.yaml: give the server's address alone and set "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment instead."
         )
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     try:
         client = MlflowClient(uri)
-        with _env(**quick) if remote else contextlib.nullcontext():
+        with failing_fast() if remote else contextlib.nullcontext():
             experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
             try:
@@ -132,6 +145,19 @@ def refusals_explained(uri: str, experiment_name: str, where: str | None = None)
         if status in (401, 403):
             raise _refused(uri, experiment_name, status, where) from None
         raise
+
+
+def get_run(client: Any, run_id: str, key: str = "run_id") -> Any:
+    """The run, or a UserError saying that ``key=run_id`` is not a run of this store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise UserError(
+            f"{key}={run_id} is not a run in {client.tracking_uri}: copy the run ID from the MLflow "
+            "UI (`make ui`) or `mlflow runs list`, and check logger.tracking_uri."
+        ) from None
 
 
 def log_batch(client: Any, run_id: str, params: Mapping[str, Any] | None = None,

@@ -1,18 +1,33 @@
-"""A Hydra multirun as one parent run in MLflow, its jobs nested under it."""
+"""A Hydra multirun as one parent run in MLflow, its jobs nested under it, compared at the end.
+
+Two Hydra callbacks (``hydra.callbacks`` in ``conf/train.yaml``): ``SweepParentRun`` opens the
+parent before the jobs launch; ``SweepComparison`` compares the jobs' runs into it afterwards.
+"""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from mnist_mlp.errors import exit_on_user_error
-from mnist_mlp.tracking.naming import PARENT_TAG, ROLE_TAG, SWEEP_DIR_TAG, SWEEP_KEYS_TAG, swept_keys
-from mnist_mlp.tracking.record import git_tags
+from mnist_mlp.errors import UserError, exit_on_user_error
+from mnist_mlp.tracking import comparison
+from mnist_mlp.tracking.record import (
+    PARENT_TAG,
+    ROLE_TAG,
+    SWEEP_DIR_TAG,
+    SWEEP_KEYS_TAG,
+    git_tags,
+    swept_keys,
+)
 from mnist_mlp.tracking.store import open_store, refusals_explained
+
+log = logging.getLogger(__name__)
 
 
 def find_sweep_parent(client: Any, experiment_id: str, sweep_dir: str) -> Any | None:
@@ -78,3 +93,33 @@ class SweepParentRun(HydraCallback):
         if self.client is not None and self.run_id is not None:
             with contextlib.suppress(Exception):
                 self.client.set_terminated(self.run_id, status)
+
+
+class SweepComparison(HydraCallback):
+    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run.
+
+    Listed after ``mlflow_sweep`` in ``conf/train.yaml``: Hydra calls ``on_multirun_end`` in reverse
+    order, so this runs while the parent is still open. A failure here is logged, never raised:
+    the sweep's own runs are already recorded.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        lcfg = config.get("logger")
+        if not lcfg or "tracking_uri" not in lcfg:
+            return
+        sweep_dir = str(config.hydra.sweep.dir)
+        try:
+            client, experiment_id = comparison.store(lcfg)
+            parent = find_sweep_parent(client, experiment_id, sweep_dir)
+            if parent is None:
+                log.warning("No sweep parent run tagged %s=%s: comparison skipped.", SWEEP_DIR_TAG,
+                            sweep_dir)
+                return
+            target, files = comparison.compare_runs(
+                client, experiment_id, [parent.info.run_id], Path(sweep_dir) / comparison.ARTIFACT_DIR,
+                config.report.digits)
+            log.info("Sweep comparison in %s, logged to run %s", files["comparison.html"], target)
+        except UserError as err:
+            log.warning("Sweep comparison skipped: %s", err)
+        except Exception:  # noqa: BLE001
+            log.exception("Sweep comparison failed; the sweep's runs are recorded as they are.")

@@ -1,10 +1,11 @@
 """Send what a server outage kept back: ``python -m mnist_mlp.tracking.sync <output dir>``.
 
 A run whose tracking server did not answer before it ended keeps its writes in
-``<output dir>/mlflow_buffer`` (``mnist_mlp.tracking.offline``). This sends them, in their order,
+``<output dir>/mlflow_buffer`` (``mnist_mlp.tracking.journal``). This sends them, in their order,
 into the same run (metrics keep their original timestamps and steps), uploads the kept artifacts and
-model, and sets the end status the run recorded, so the run ends FINISHED (or KILLED/FAILED) as if
-the server had never gone away. Sending again is harmless: what was sent is counted and skipped.
+model (registered under the run's ``logger.registered_model_name``), and sets the end status the
+run recorded, so the run ends FINISHED (or KILLED/FAILED) as if the server had never gone away.
+Sending again is harmless: what was sent is counted and skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import socket
 from typing import Any
 
 from mnist_mlp.errors import UserError, exit_on_user_error
-from mnist_mlp.tracking.offline import Journal, describe, journals, reason, send, unreachable
+from mnist_mlp.tracking.journal import Journal, describe, journals, send
+from mnist_mlp.tracking.offline import reason, unreachable
+from mnist_mlp.tracking.store import fail_fast_http
 
 
 def _process_alive(pid: int) -> bool:
@@ -28,8 +31,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _check_not_running(journal: Journal) -> None:
-    meta = journal.meta()
+def _check_not_running(journal: Journal, meta: dict[str, Any]) -> None:
     if meta.get("host") == socket.gethostname() and meta.get("pid") != os.getpid() \
             and _process_alive(int(meta.get("pid", -1))):
         raise UserError(
@@ -38,11 +40,22 @@ def _check_not_running(journal: Journal) -> None:
         )
 
 
-def _model_fn(tracking_uri: str, run_id: str, registered_model_name: str | None) -> Any:
-    """What ``TrackedRun.log_model`` would have done, registration included."""
-    from mnist_mlp.tracking.model import log_model
-
-    return lambda payload: log_model(run_id, tracking_uri, payload, registered_model_name)
+def _send_all(client: Any, journal: Journal, entries: list[dict[str, Any]], uri: str) -> None:
+    """Send ``entries`` from the first not yet sent on, marking each one sent as it goes."""
+    for i in range(journal.sent(), len(entries)):
+        try:
+            send(client, entries[i], uri)
+        except Exception as err:  # noqa: BLE001  (one paragraph, not a traceback)
+            left = describe(entries[i:])
+            if unreachable(err):
+                raise UserError(
+                    f"The MLflow server {uri} does not answer ({reason(err)}). Nothing was lost: "
+                    f"{left} are still kept in {journal.root}. Start the server (or give "
+                    "--tracking-uri) and run this command again."
+                ) from None
+            raise UserError(f"MLflow refused a kept {entries[i]['op']} for run {entries[i]['run_id']} "
+                            f"({reason(err)}); {left} are still kept in {journal.root}.") from None
+        journal.mark_sent(i + 1)
 
 
 def sync(folder: str | os.PathLike, tracking_uri: str | None = None, timeout: int = 30) -> str:
@@ -53,43 +66,27 @@ def sync(folder: str | os.PathLike, tracking_uri: str | None = None, timeout: in
             f"{folder} holds no MLflow buffer (mlflow_buffer/journal.jsonl): give the output folder "
             "of a run that warned that its tracking server did not answer."
         )
-    _check_not_running(journal)
-    uri = tracking_uri or journal.meta()["tracking_uri"]
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout))
+    meta = journal.meta()
+    _check_not_running(journal, meta)
+    uri = tracking_uri or meta["tracking_uri"]
+    fail_fast_http(timeout)
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    pending = journal.pending()
-    if not pending:
-        return f"Nothing to send: all {len(journal.entries())} kept writes of {journal.root} are in {uri}."
-    sent = []
-    for i, entry in pending:
-        if entry["op"] == "log_model":
-            entry["log_fn"] = _model_fn(uri, entry["run_id"], entry.get("registered_model_name"))
-        try:
-            send(client, entry, uri)
-        except Exception as err:  # noqa: BLE001  (one paragraph, not a traceback)
-            first = reason(err)
-            left = describe([e for _, e in journal.pending()])
-            if unreachable(err):
-                raise UserError(
-                    f"The MLflow server {uri} does not answer ({first}). Nothing was lost: {left} "
-                    f"are still kept in {journal.root}. Start the server (or give --tracking-uri) "
-                    "and run this command again."
-                ) from None
-            raise UserError(f"MLflow refused a kept {entry['op']} for run {entry['run_id']} "
-                            f"({first}); {left} are still kept in {journal.root}.") from None
-        journal.mark_sent(i + 1)
-        sent.append(entry)
-    runs = sorted({e["run_id"] for e in journal.entries()})
-    ends = {e["run_id"]: e["status"] for e in journal.entries() if e["op"] == "set_terminated"}
-    for run_id in runs:  # the process died before it could record how the run ended
-        if run_id not in ends and client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, "FAILED")
-            ends[run_id] = "FAILED (its process ended without an end status)"
-    status = ", ".join(f"{r} {ends.get(r, client.get_run(r).info.status)}" for r in runs)
-    return f"Sent {describe(sent)} from {journal.root} to {uri}: run {status}."
+    entries, first = journal.entries(), journal.sent()
+    if first >= len(entries):
+        return f"Nothing to send: all {len(entries)} kept writes of {journal.root} are in {uri}."
+    _send_all(client, journal, entries, uri)
+    ends = {e["run_id"]: e["status"] for e in entries if e["op"] == "set_terminated"}
+    status = []
+    for run_id in sorted({e["run_id"] for e in entries}):
+        if run_id not in ends:  # the process died before it could record how the run ended
+            ends[run_id] = client.get_run(run_id).info.status
+            if ends[run_id] == "RUNNING":
+                client.set_terminated(run_id, "FAILED")
+                ends[run_id] = "FAILED (its process ended without an end status)"
+        status.append(f"{run_id} {ends[run_id]}")
+    return f"Sent {describe(entries[first:])} from {journal.root} to {uri}: run {', '.join(status)}."
 
 
 def main(argv: list[str] | None = None) -> None:

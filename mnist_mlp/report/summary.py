@@ -1,4 +1,4 @@
-"""The run's description (tag ``mlflow.note.content``, Markdown): its headline in the MLflow UI.
+"""A run's headline in a few lines: what the MLflow run's description says (and a console can).
 
 Every number is read from where it is computed: the logged ``test/...`` metrics, ``TestResults``
 (``mnist_mlp.metrics``) and the report's ``most_confused`` and ``train_hyperparameters``.
@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mnist_mlp import report
+from mnist_mlp.metrics import TestResults
+from mnist_mlp.report.numbers import most_confused
 
-NOTE_TAG = "mlflow.note.content"
 
-
-def _with_interval(metrics: Mapping[str, float], key: str) -> str:
+def with_interval(metrics: Mapping[str, float], key: str) -> str:
     """``0.9812`` or, where the test metrics hold its interval, ``0.9812 [0.9785, 0.9838]``."""
     text = f"{metrics[key]:.4f}"
     low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
@@ -23,34 +22,27 @@ def _with_interval(metrics: Mapping[str, float], key: str) -> str:
     return text
 
 
-def _confusion_line(results: Any) -> str:
-    pairs = report.most_confused(results, top=1)
+def confusion_line(results: TestResults) -> str:
+    pairs = most_confused(results, top=1)
     if not pairs:
         return "No test image misclassified."
     a, b, ab, ba = pairs[0]
     return f"Most confused: {a}↔{b}, {ab + ba} images ({a}→{b}: {ab}, {b}→{a}: {ba})."
 
 
-def headline(metrics: Mapping[str, float], results: Any | None,
+def headline(metrics: Mapping[str, float], results: TestResults | None,
              hyperparameters: Mapping[str, Any]) -> str:
     """Test accuracy and macro F1 (with their intervals where logged), the most-confused pair, the
-    key hyperparameters; without test results, the hyperparameters alone."""
+    key hyperparameters; without test results, the hyperparameters alone (Markdown)."""
     lines = []
     if "test/acc" in metrics:
-        line = f"**Test accuracy {_with_interval(metrics, 'test/acc')}**"
+        line = f"**Test accuracy {with_interval(metrics, 'test/acc')}**"
         if "test/f1_macro" in metrics:
-            line += f", macro F1 {_with_interval(metrics, 'test/f1_macro')}"
+            line += f", macro F1 {with_interval(metrics, 'test/f1_macro')}"
         if results is not None:
             line += f" ({results.correct}/{results.total} test images correct)"
         lines.append(line + ".")
     if results is not None:
-        lines.append(_confusion_line(results))
+        lines.append(confusion_line(results))
     lines.append(", ".join(f"{k} {v}" for k, v in hyperparameters.items()) + ".")
     return "\n\n".join(lines)
-
-
-def describe_run(client: Any, run_id: str, cfg: Mapping[str, Any], metrics: Mapping[str, Any],
-                 results: Any | None) -> None:
-    """Set the run's description from its test metrics and results."""
-    values = {k: float(v) for k, v in metrics.items()}
-    client.set_tag(run_id, NOTE_TAG, headline(values, results, report.train_hyperparameters(cfg)))

@@ -1,28 +1,25 @@
 """The comparison's MLflow side: which runs, their predictions and tags, and where it is recorded.
 
-``compare.py`` (``compare_cli``) compares given run ids, a sweep's parent run (its training
-children), or by default the latest sweep in the experiment; ``SweepComparison`` is the Hydra
-callback that does it for the sweep that just ended. A sweep's comparison is logged as artifacts
-``comparison/`` of its parent run; loose run ids get a new run (``mnist_mlp.role=compare``).
+``compare.py`` compares given run ids, a sweep's parent run (its training children), or by default
+the latest sweep in the experiment; ``tracking.sweep.SweepComparison`` does it for the sweep that
+just ended. The numbers and files are ``mnist_mlp.report.comparison``'s. A sweep's comparison is
+logged as artifacts ``comparison/`` of its parent run; loose run ids get a new run
+(``mnist_mlp.role=compare``).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import DictConfig
-
-from mnist_mlp.errors import UserError, exit_on_user_error
-from mnist_mlp.report.comparison import RunPredictions, compare, read_predictions, write_comparison
-from mnist_mlp.tracking import PARENT_TAG, ROLE_TAG, SWEEP_DIR_TAG, find_sweep_parent, open_store
-
-log = logging.getLogger(__name__)
+from mnist_mlp.errors import UserError
+from mnist_mlp.report.comparison import RunPredictions, compare, read_predictions
+from mnist_mlp.report.comparison_files import write_comparison
+from mnist_mlp.tracking.record import PARENT_TAG, ROLE_TAG, RUN_NAME_TAG, git_tags
+from mnist_mlp.tracking.store import get_run, open_store
 
 PREDICTIONS = "report/predictions.csv"
 ARTIFACT_DIR = "comparison"
@@ -51,23 +48,11 @@ def sweep_children(client: Any, parent: Any) -> list[Any]:
     return [r for r in runs if r.info.status == "FINISHED"]
 
 
-def get_run(client: Any, run_id: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_run(run_id)
-    except MlflowException:
-        raise UserError(
-            f"runs: {run_id} is not a run in this store: copy run ids from the MLflow UI (`make "
-            "ui`) and check logger.tracking_uri."
-        ) from None
-
-
 def resolve(client: Any, experiment_id: str, run_ids: Sequence[str]) -> tuple[list[Any], Any | None]:
     """The runs to compare and the sweep parent to record into (``None``: loose runs)."""
     if len(run_ids) > 1:
-        return [get_run(client, r) for r in run_ids], None
-    parent = get_run(client, run_ids[0]) if run_ids else latest_sweep(client, experiment_id)
+        return [get_run(client, r, "runs") for r in run_ids], None
+    parent = get_run(client, run_ids[0], "runs") if run_ids else latest_sweep(client, experiment_id)
     if parent.data.tags.get(ROLE_TAG) != "sweep":
         return [parent], None
     children = sweep_children(client, parent)
@@ -116,57 +101,15 @@ def compare_runs(client: Any, experiment_id: str, run_ids: Sequence[str], out_di
 
 
 def _new_run(client: Any, runs: Sequence[Any]) -> str:
-    from mnist_mlp.tracking import git_tags
-
     ids = ",".join(r.info.run_id for r in runs)
     tags = {ROLE_TAG: "compare", COMPARES_TAG: ids[:5000], **git_tags(),
-            "mlflow.runName": f"compare {len(runs)} runs"}
+            RUN_NAME_TAG: f"compare {len(runs)} runs"}
     run = client.create_run(runs[0].info.experiment_id, tags=tags)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
 
-def _store(logger_cfg: Mapping[str, Any]) -> tuple[Any, str]:
+def store(logger_cfg: Mapping[str, Any]) -> tuple[Any, str]:
+    """The client and experiment id of the ``logger`` config's store."""
     return open_store(logger_cfg["tracking_uri"], logger_cfg["experiment_name"],
                       logger_cfg.get("artifact_location"))
-
-
-def compare_cli(cfg: DictConfig) -> None:
-    """``python compare.py [runs=...]``: user errors become one paragraph on stderr, exit 2."""
-    with exit_on_user_error():
-        run_ids = cfg.get("runs") or []
-        run_ids = [run_ids] if isinstance(run_ids, str) else [str(r) for r in run_ids]
-        client, experiment_id = _store(cfg.logger)
-        target, files = compare_runs(client, experiment_id, run_ids, cfg.comparison_dir,
-                                     cfg.get("report_digits", 4))
-    print(f"Comparison in {Path(files['comparison.html']).parent}; logged to MLflow run {target} "
-          f"(artifacts {ARTIFACT_DIR}/).")
-
-
-class SweepComparison(HydraCallback):
-    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run.
-
-    Listed after ``mlflow_sweep`` in ``conf/train.yaml``: Hydra calls ``on_multirun_end`` in reverse
-    order, so this runs while the parent is still open. A failure here is logged, never raised:
-    the sweep's own runs are already recorded.
-    """
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        lcfg = config.get("logger")
-        if not lcfg or "tracking_uri" not in lcfg:
-            return
-        sweep_dir = str(config.hydra.sweep.dir)
-        try:
-            client, experiment_id = _store(lcfg)
-            parent = find_sweep_parent(client, experiment_id, sweep_dir)
-            if parent is None:
-                log.warning("No sweep parent run tagged %s=%s: comparison skipped.", SWEEP_DIR_TAG,
-                            sweep_dir)
-                return
-            target, files = compare_runs(client, experiment_id, [parent.info.run_id],
-                                         Path(sweep_dir) / ARTIFACT_DIR, config.get("report_digits", 4))
-            log.info("Sweep comparison in %s, logged to run %s", files["comparison.html"], target)
-        except UserError as err:
-            log.warning("Sweep comparison skipped: %s", err)
-        except Exception:  # noqa: BLE001
-            log.exception("Sweep comparison failed; the sweep's runs are recorded as they are.")

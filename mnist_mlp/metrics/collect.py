@@ -1,34 +1,12 @@
-"""Test-set classification metrics: torchmetrics on the device while testing, plain numbers after.
+"""What the test step collects on the device: torchmetrics states, synced across DDP ranks once.
 
-While testing, torchmetrics states accumulate on the model's device and are synced across DDP ranks
-once at epoch end: the confusion matrix (integer counts, from which every score follows), the mean
-loss and every sample's prediction. ``scores_from_confusion`` then derives the scores in float64.
-
-Names under which the LightningModule logs them (one scheme, used by MLflow and the report):
-
-- ``test/loss``: mean per-sample cross-entropy over the test set;
-- ``test/acc``: overall accuracy (correct / total; for single-label data it equals every micro
-  average below);
-- ``test/{precision,recall,f1}_{macro,weighted,micro}``: the averaged metrics;
-- ``test/{acc,precision,recall,f1,support}_class_{k}``: per class ``k``. ``acc_class_k`` is the
-  share of class-``k`` images classified as ``k``, i.e. the class's recall: that is what the
-  reference report calls per-class accuracy;
-- ``test/auroc_class_{k}``, ``test/auroc_macro``, ``test/ap_class_{k}``, ``test/ap_macro``:
-  one-vs-rest area under the ROC curve and average precision (scikit-learn's ``roc_auc_score(...,
-  multi_class="ovr")`` and ``average_precision_score``), exact (every threshold, no binning);
-- ``test/ece``, ``test/acc_top2``, ``test/acc_top3``, ``test/acc_ci_low``, ``test/acc_ci_high``:
-  calibration and the accuracy's 95% interval, derived in ``mnist_mlp.report.numbers``.
-
-Conventions are scikit-learn's ``classification_report(labels=range(C), zero_division=0)``: every
-class 0..C-1 is reported, also one absent from the targets; a ratio with a zero denominator is 0;
-``macro`` is the unweighted mean over all C classes and ``weighted`` weighs each class by its
-support; ``micro`` equals the accuracy. Test loss is the mean per-sample cross-entropy (the
-reference's "average loss" divided a sum of batch means by the set size, a smaller number).
+The confusion matrix (integer counts, from which every score follows), the mean loss, every
+sample's prediction and the ranking curves' states accumulate while testing; ``TestMetrics.compute``
+turns them into a ``TestResults`` at epoch end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,41 +23,8 @@ from torchmetrics.classification import (
 )
 
 from mnist_mlp.errors import UserError
-
-AVERAGES = ("macro", "weighted", "micro")
-PER_CLASS = ("acc", "precision", "recall", "f1")
-SCORES = ("precision", "recall", "f1")
-
-
-def scores_from_confusion(confusion: np.ndarray) -> dict[str, Any]:
-    """Per-class and averaged precision, recall and F1 of a confusion matrix (rows true), float64.
-
-    Written out rather than taken from ``MulticlassPrecision``/``Recall``/``F1Score`` because those
-    divide in float32 (the printed digits of the classification report could then differ from
-    scikit-learn's at a rounding boundary) and their ``macro`` drops a class absent from both
-    targets and predictions. These are scikit-learn's formulas with ``zero_division=0``.
-    """
-    cm = np.asarray(confusion, dtype=np.int64)
-    tp = np.diag(cm).astype(np.float64)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    precision = _ratio(tp, predicted)
-    recall = _ratio(tp, support)
-    f1 = _ratio(2 * tp, support + predicted)  # = 2PR/(P+R), and 0 where that is 0/0
-    per_class = {"acc": recall, "precision": precision, "recall": recall, "f1": f1}
-    weights = support / support.sum() if support.sum() else np.zeros_like(tp)
-    micro = _ratio(tp.sum(), cm.sum())  # single-label: micro P = R = F1 = accuracy
-    averages = {
-        "macro": {k: float(per_class[k].mean()) for k in SCORES},
-        "weighted": {k: float((per_class[k] * weights).sum()) for k in SCORES},
-        "micro": {k: float(micro) for k in SCORES},
-    }
-    return {"per_class": {k: v.tolist() for k, v in per_class.items()},
-            "averages": averages, "support": support.tolist(), "accuracy": float(micro)}
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+from mnist_mlp.metrics.results import Ranking, TestResults
+from mnist_mlp.metrics.scores import scores_from_confusion
 
 
 class PredictionStore(Metric):
@@ -111,70 +56,6 @@ class PredictionStore(Metric):
 
 def _cat(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     return torch.cat(state) if isinstance(state, list) else state
-
-
-@dataclass(frozen=True)
-class TestResults:
-    """One test run's numbers as plain Python/numpy values: what the report files are made of."""
-
-    __test__ = False  # not a pytest test class
-
-    loss: float
-    accuracy: float
-    support: list[int]
-    per_class: dict[str, list[float]]  # keys of PER_CLASS
-    averages: dict[str, dict[str, float]]  # AVERAGES -> precision/recall/f1
-    confusion: list[list[int]]
-    index: np.ndarray
-    label: np.ndarray
-    pred: np.ndarray
-    probs: np.ndarray
-    ranking: Ranking
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.support)
-
-    @property
-    def total(self) -> int:
-        return int(sum(self.support))
-
-    @property
-    def correct(self) -> int:
-        return int(sum(self.confusion[k][k] for k in range(self.num_classes)))
-
-    def scalars(self) -> dict[str, float]:
-        """The flat ``test/...`` names of the module docstring, for ``LightningModule.log_dict``."""
-        out = {"test/loss": self.loss, "test/acc": self.accuracy}
-        for average, scores in self.averages.items():
-            out.update({f"test/{name}_{average}": v for name, v in scores.items()})
-        for k in range(self.num_classes):
-            out[f"test/support_class_{k}"] = float(self.support[k])
-            out.update({f"test/{name}_class_{k}": vals[k] for name, vals in self.per_class.items()})
-        out.update(self.ranking.scalars())
-        from mnist_mlp.report.numbers import test_scalars  # the report's numbers, computed there
-
-        out.update(test_scalars(self))
-        return out
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """One-vs-rest ROC and precision-recall curves per class, with their AUROC and AP."""
-
-    auroc: list[float]
-    auroc_macro: float
-    ap: list[float]
-    ap_macro: float
-    roc: list[tuple[np.ndarray, np.ndarray]]  # per class: (false positive rate, true positive rate)
-    pr: list[tuple[np.ndarray, np.ndarray]]  # per class: (precision, recall)
-
-    def scalars(self) -> dict[str, float]:
-        out = {"test/auroc_macro": self.auroc_macro, "test/ap_macro": self.ap_macro}
-        for k, (auroc, ap) in enumerate(zip(self.auroc, self.ap, strict=True)):
-            out[f"test/auroc_class_{k}"] = auroc
-            out[f"test/ap_class_{k}"] = ap
-        return out
 
 
 def ranking_collection(num_classes: int) -> MetricCollection:
