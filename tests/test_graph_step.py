@@ -28,12 +28,15 @@ import logging
 import lightning as L
 import pytest
 import torch
-from test_fused import STEPS_PER_EPOCH, _assert_same_training, _fit
+from test_fused import STEPS_PER_EPOCH, _assert_same_training, _fake_module, _fit
+
+# torch documents its dispatch modes and pytree helpers under these private module names
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from mnist_mlp import fused
 from mnist_mlp.datamodule import MnistDataModule
+from mnist_mlp.errors import UserError
 
 aten = torch.ops.aten
 K = 4  # steps per iteration: chunks of 4, 4 and 3 batches
@@ -79,7 +82,7 @@ class Recorder(TorchDispatchMode):
         out = func(*tree_map(lambda t: clones.get(id(t), t), args),
                    **tree_map(lambda t: clones.get(id(t), t), kwargs))
         assert all(_same_bits(t, old) for t, old in before), f"{func} wrote an input it reads"
-        originals = {id(c): t for t in tensors if id(t) in written for c in [clones[id(t)]]}
+        originals = {id(clones[id(t)]): t for t in tensors if id(t) in written}
         storages = {t.untyped_storage().data_ptr() for t in tensors}
         flat, spec = tree_flatten(out)
         result, copies = [], []
@@ -497,3 +500,40 @@ def test_graph_step_falls_back_when_what_it_holds_changes_mid_epoch(
               for run in (graph, eager)]
     assert hooked == ([STEPS_PER_EPOCH - K] * 2 if change == "hook" else [0, 0])
     _assert_bit_for_bit(graph, eager)
+
+
+def test_graph_step_non_finite_loss_stops_the_run(synthetic_mnist, tmp_path, emulated_cuda):
+    """The graph's running loss sum is what the NaN check reads: non-finite from the bad step on."""
+    with pytest.raises(UserError, match=r"Training stopped in epoch 0 \(step 4\).*NaN or infinite"):
+        _fit(synthetic_mnist, tmp_path, "model.lr=1e30", f"model.steps_per_iteration={K}",
+             "callbacks.stop_on_nonfinite_loss.every_n_steps=1")
+    assert emulated_cuda.graphs[0].replays == K
+
+
+def _hooked_optimizer(module):
+    return module.optimizers().optimizer.register_step_pre_hook(lambda opt, args, kwargs: None)
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    (lambda module: None, None),
+    (_hooked_optimizer, "a step hook is registered on SGD"),
+    (lambda module: module.net[0].weight.register_hook(lambda grad: grad),
+     "a gradient hook is registered on net.0.weight"),
+    (lambda module: module.register_forward_pre_hook(lambda mod, args: None),
+     "a forward or backward hook is registered on the LightningModule"),
+    (lambda module: torch.nn.modules.module.register_module_forward_hook(
+        lambda mod, args, out: None), "a forward or backward hook is registered on every module"),
+    (lambda module: setattr(module.trainer.train_dataloader, "batch_size", None),
+     "the training loader has no batch_size"),
+], ids=["none", "optimizer-step-hook", "gradient-hook", "module-hook", "global-hook",
+        "no-batch-size"])
+def test_graph_step_blocker_refuses_hooks_it_would_skip_and_a_loader_without_batch_size(
+        change, why):
+    module = _fake_module()  # what graph_blocker reads of a LightningModule on a GPU
+    handle = change(module)
+    try:
+        blocker = fused.graph_blocker(module)
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert blocker == why if why is None else blocker.startswith(why)
