@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issues #10 and #19, meant to fit in 5 minutes on one H100/H200 (README "Speed",
+# The GPU check of issues #10 and #19, meant to fit in 5 minutes on one H100/H200 (docs: Performance and Development,
 # "GPU check"). It asserts, and exits non-zero at the first check that fails.
 #
 # Needs, in the repository copy on the GPU machine (which has torch, lightning, torchmetrics,

@@ -193,7 +193,7 @@ def emulated_cuda(monkeypatch):
                         ("get_rng_state", lambda: torch.zeros(16, dtype=torch.uint8)),
                         ("set_rng_state", lambda state: None)]:
         monkeypatch.setattr(torch.cuda, name, value)
-    monkeypatch.setattr(fused, "GRAPH_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(fused.blockers, "GRAPH_DEVICES", ("cuda", "cpu"))
     # capturable=True optimizers accept the CPU (their eager step checks the device, too)
     supported = [*importlib.import_module("torch.optim.optimizer")
                  ._get_capturable_supported_devices(), "cpu"]
@@ -381,7 +381,7 @@ def test_graph_step_falls_back_after_a_failed_capture_with_the_warm_up_undone(
         emulated_cuda.fail_capture = True
     else:
         overrides.append("model.net.bn_momentum=null")
-        monkeypatch.setattr(fused, "network_blocker", lambda module: None)
+        monkeypatch.setattr(fused.blockers, "network_blocker", lambda module: None)
     first_eager: list[dict] = []
     eager_call = fused.EagerStep.__call__
 
