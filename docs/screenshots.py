@@ -96,13 +96,15 @@ def _shoot(url: str, png: Path, window: str = "1600,900") -> None:
 
 
 def _shrink(png: Path) -> None:
-    """Scale a screenshot down and reduce it to 128 colours (text and figures stay legible)."""
-    from PIL import Image
+    """Scale a screenshot down, frame it (a white page on a white page has no edge) and reduce it
+    to 128 colours: text and figures stay legible at a fraction of the size."""
+    from PIL import Image, ImageOps
 
     with Image.open(png) as im:
         small = im.convert("RGB").resize(
             (round(im.width * REPORT_SCALE), round(im.height * REPORT_SCALE)), Image.LANCZOS)
-    small.quantize(colors=128).save(png, optimize=True)
+    framed = ImageOps.expand(small, border=2, fill=(160, 160, 160))
+    framed.quantize(colors=128).save(png, optimize=True)
     print(f"{png.relative_to(ROOT)}  {png.stat().st_size // 1024} KB  (scaled by {REPORT_SCALE})")
 
 
