@@ -26,7 +26,12 @@ def _figure(figsize: tuple[float, float]) -> Any:
 
 
 def confusion_png(r: TestResults) -> bytes:
-    """Counts and row-normalised confusion matrices as one PNG.
+    """``confusion_figure`` as PNG bytes."""
+    return _png(confusion_figure(r))
+
+
+def confusion_figure(r: TestResults) -> Any:
+    """Counts and row-normalised confusion matrices as one figure.
 
     Drawn on a bare ``Figure`` (Agg, no pyplot): nothing global is left open. torchmetrics'
     ``plot`` draws one panel through pyplot, without the row-normalised view.
@@ -48,7 +53,7 @@ def confusion_png(r: TestResults) -> bytes:
                 ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if data[i, j] > cut else "black")
     fig.suptitle(f"Confusion matrix, {r.total} test images (rows: true class, columns: predicted)")
-    return _png(fig)
+    return fig
 
 
 def _colors(n: int) -> list[Any]:
