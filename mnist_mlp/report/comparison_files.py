@@ -148,23 +148,35 @@ def _config_note(cmp: Comparison) -> str:
             "configuration with one run shows that run's accuracy.")
 
 
-def sections(cmp: Comparison, digits: int = 4) -> list[Section]:
+def _runs_table(cmp: Comparison, digits: int) -> tuple[str, list[str], list[list[Any]]]:
+    """The ranking: its note, header and rows. The McNemar columns only where there is another
+    run to test, Holm's only where there are several tests to correct over (with one it is p)."""
     level = int(round(100 * CONFIDENCE))
-    keys = cmp.keys
-    runs = [[i, r.run.name, r.run.run_id, *(r.run.params.get(k, "") for k in keys),
-             _fmt(r.accuracy, digits), f"[{_fmt(r.acc_ci[0], digits)}, {_fmt(r.acc_ci[1], digits)}]",
-             _fmt(r.f1_macro, digits), r.mcnemar_b if r.mcnemar_b is not None else "best",
-             r.mcnemar_c if r.mcnemar_c is not None else "", _p(r.mcnemar_p), _p(r.mcnemar_p_holm)]
-            for i, r in enumerate(cmp.rows, 1)]
+    tests = len(cmp.rows) - 1
+    mcnemar = ["b", "c", "McNemar p", *(["Holm p"] if tests > 1 else [])] if tests else []
+    rows = []
+    for i, r in enumerate(cmp.rows, 1):
+        row = [i, r.run.name, r.run.run_id, *(r.run.params.get(k, "") for k in cmp.keys),
+               _fmt(r.accuracy, digits),
+               f"[{_fmt(r.acc_ci[0], digits)}, {_fmt(r.acc_ci[1], digits)}]", _fmt(r.f1_macro, digits)]
+        tested = [r.mcnemar_b if r.mcnemar_b is not None else "best",
+                  r.mcnemar_c if r.mcnemar_c is not None else "", _p(r.mcnemar_p), _p(r.mcnemar_p_holm)]
+        rows.append(row + tested[:len(mcnemar)])
+    note = (f"{len(cmp.rows)} run{'s' if tests else ''} on the same {len(cmp.best.run.label)} "
+            f"test images. Interval: {level}% Wilson.")
+    if tests:
+        note += (" McNemar: b = images only the best run gets right, c = images only this run "
+                 "gets right; p two-sided exact (binomial test of b out of b + c)"
+                 + (", then Holm-corrected over the runs tested against the best." if tests > 1
+                    else "."))
+    header = ["#", "run", "run id", *cmp.keys, "accuracy", f"{level}% interval", "macro F1", *mcnemar]
+    return note, header, rows
+
+
+def sections(cmp: Comparison, digits: int = 4) -> list[Section]:
+    note, header, rows = _runs_table(cmp, digits)
     return [
-        Section("Runs ranked by test accuracy", [
-            ("p", f"{len(cmp.rows)} runs on the same {len(cmp.best.run.label)} test images. Interval: "
-                  f"{level}% Wilson. McNemar: b = images only the best run gets right, c = images "
-                  "only this run gets right; p two-sided exact (binomial test of b out of b + c), "
-                  "then Holm-corrected over the runs tested against the best."),
-            ("table", ["#", "run", "run id", *keys, "accuracy", f"{level}% interval", "macro F1",
-                       "b", "c", "McNemar p", "Holm p"], runs),
-        ]),
+        Section("Runs ranked by test accuracy", [("p", note), ("table", header, rows)]),
         Section("Configurations (runs differing only in the seed collapsed)", [
             ("p", _config_note(cmp)),
             ("table", ["configuration", "runs", "accuracy (mean ± sd)", "min – max", "run names"],

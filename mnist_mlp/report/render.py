@@ -56,14 +56,20 @@ _ADDRESS = re.compile(r"https?://[^\s<>\"']+")
 
 
 def _linked(text: str) -> str:
-    """Escaped text with its http(s) addresses as links."""
-    out, end = [], 0
-    for m in _ADDRESS.finditer(text):
-        url = m.group().rstrip(".,;)")
-        out += [html.escape(text[end:m.start()]),
-                f'<a href="{html.escape(url)}">{html.escape(url)}</a>']
-        end = m.start() + len(url)
-    return "".join(out) + html.escape(text[end:])
+    """Escaped text with its http(s) addresses as links and its `code spans` as code."""
+    out = []
+    for i, part in enumerate(text.split("`")):
+        if i % 2:
+            out.append(f"<code>{html.escape(part)}</code>")
+            continue
+        end = 0
+        for m in _ADDRESS.finditer(part):
+            url = m.group().rstrip(".,;)")
+            out += [html.escape(part[end:m.start()]),
+                    f'<a href="{html.escape(url)}">{html.escape(url)}</a>']
+            end = m.start() + len(url)
+        out.append(html.escape(part[end:]))
+    return "".join(out)
 
 
 def to_html(title: str, parts: Sequence[Section], images: Mapping[str, bytes]) -> str:

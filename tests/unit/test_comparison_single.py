@@ -57,14 +57,18 @@ def test_one_other_run_gets_one_plain_mcnemar_sentence(right):
     assert "of the 1 other" not in text and "Holm" not in text
     assert (f"The two runs disagree on {only_a + only_b} test images ({only_a} only the best gets "
             f"right, {only_b} only runb).") in text
+    header, rows = _table(cmp, "Runs ranked")
+    assert header[-3:] == ["b", "c", "McNemar p"]  # no Holm column: with one test it is p itself
+    assert rows[1][-3:] == [only_a, only_b, f"{p:.3g}"] and rows[0][-3:] == ["best", "", ""]
 
 
 def test_several_other_runs_say_none_rather_than_0_of():
     cmp = compare([_run("a", 1, 0.8), _run("b", 2, 0.8), _run("c", 3, 0.8)])
     text = " ".join(conclusions(cmp))
     assert "differs significantly from none of the 2 other runs" in text
-    header, rows = _table(cmp, "Configurations")
+    _, rows = _table(cmp, "Configurations")
     assert rows[0][1] == 3 and " ± " in rows[0][2] and " – " in rows[0][3]  # a spread of 3 seeds
+    assert _table(cmp, "Runs ranked")[0][-1] == "Holm p"
 
 
 def test_a_single_run_is_not_compared_with_anything():
@@ -74,3 +78,5 @@ def test_a_single_run_is_not_compared_with_anything():
     assert not [t for t in text if "McNemar" in t or "±" in t]
     _, rows = _table(cmp, "Configurations")
     assert rows == [["same settings", 1, f"{cmp.best.accuracy:.4f}", "", "runa"]]
+    header, _ = _table(cmp, "Runs ranked")
+    assert header[-1] == "macro F1"  # no McNemar columns: nothing to test against

@@ -83,6 +83,7 @@ def test_a_training_report_names_its_run_code_data_and_best_checkpoint(trained):
     page = (tmp / "out" / "report" / "report.html").read_text()
     assert page.index("<h2>Provenance</h2>") < page.index("<h2>Model description</h2>")
     assert f'<a href="{url}">{url}</a>' in page and best.name in page
+    assert f"<code>mlflow ui --backend-store-uri {store}</code>" in page
 
 
 def test_evaluate_names_the_checkpoint_and_the_run_it_came_from(trained):
