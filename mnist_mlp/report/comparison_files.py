@@ -48,6 +48,11 @@ def comparison_csv(cmp: Comparison) -> str:
     return buf.getvalue()
 
 
+def _short(text: str, most: int = 36) -> str:
+    """A label that leaves the heatmap its width (the ranking table has the full name)."""
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 def f1_heatmap_png(cmp: Comparison) -> bytes:
     """Per-class F1 of every run (rows, best first) as a heatmap with the values written in."""
     from matplotlib.figure import Figure
@@ -60,7 +65,8 @@ def f1_heatmap_png(cmp: Comparison) -> bytes:
     image = ax.imshow(data, cmap="viridis", vmin=lo, vmax=1.0, aspect="auto")
     fig.colorbar(image, ax=ax, label="F1-score")
     ax.set(xticks=range(cmp.num_classes), yticks=range(len(cmp.rows)), xlabel="Class",
-           yticklabels=[r.run.name for r in cmp.rows], title="Per-class F1-score by run (best first)")
+           yticklabels=[_short(f"#{i} {r.run.name}") for i, r in enumerate(cmp.rows, 1)],
+           title="Per-class F1-score by run (best first; # as in the ranking)")
     mid = (lo + 1.0) / 2
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):

@@ -47,7 +47,8 @@ def to_markdown(title: str, parts: Sequence[Section]) -> str:
 
 
 _CSS = ("body{font-family:sans-serif;max-width:75em;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;"
+        "table{border-collapse:collapse;margin:.5em 0;display:block;overflow-x:auto}"
+        "td,th{border:1px solid #bbb;"
         "padding:.2em .6em;text-align:right;white-space:nowrap}th{background:#eee}pre{background:#f6f6f6;"
         "padding:.6em;overflow-x:auto}img{max-width:100%}"
         "dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}"
