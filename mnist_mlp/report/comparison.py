@@ -143,8 +143,9 @@ class ConfigRow:
         return float(np.mean(self.accuracies))
 
     @property
-    def std(self) -> float:
-        return statistics.stdev(self.accuracies) if len(self.runs) > 1 else 0.0
+    def std(self) -> float | None:
+        """Sample standard deviation; None for one run, which has no spread to measure."""
+        return statistics.stdev(self.accuracies) if len(self.runs) > 1 else None
 
 
 @dataclass

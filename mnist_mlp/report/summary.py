@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mnist_mlp.metrics import TestResults
-from mnist_mlp.report.numbers import most_confused
+from mnist_mlp.report.content import joined
+from mnist_mlp.report.numbers import most_confused, tied_first
 
 
 def with_interval(metrics: Mapping[str, float], key: str) -> str:
@@ -23,11 +24,14 @@ def with_interval(metrics: Mapping[str, float], key: str) -> str:
 
 
 def confusion_line(results: TestResults) -> str:
-    pairs = most_confused(results, top=1)
+    """The most-confused pair, or every pair tied for it."""
+    pairs = tied_first(most_confused(results, top=1))
     if not pairs:
         return "No test image misclassified."
-    a, b, ab, ba = pairs[0]
-    return f"Most confused: {a}↔{b}, {ab + ba} images ({a}→{b}: {ab}, {b}→{a}: {ba})."
+    names = joined([f"{a}↔{b}" for a, b, _, _ in pairs])
+    counts = "; ".join(f"{a}→{b}: {ab}, {b}→{a}: {ba}" for a, b, ab, ba in pairs)
+    each = " each" if len(pairs) > 1 else ""
+    return f"Most confused: {names}, {pairs[0][2] + pairs[0][3]} images{each} ({counts})."
 
 
 def headline(metrics: Mapping[str, float], results: TestResults | None,

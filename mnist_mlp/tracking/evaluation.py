@@ -21,6 +21,7 @@ from mnist_mlp.tracking.record import (
     git_tags,
 )
 from mnist_mlp.tracking.store import ending, get_run, log_batch, open_store, refusals_explained
+from mnist_mlp.tracking.ui import run_url
 
 
 @dataclass
@@ -30,6 +31,9 @@ class EvaluationRun:
     client: Any
     run_id: str
     ckpt_path: Path
+    source_run_id: str = ""  # the evaluated (training) run
+    url: str | None = None  # the new run's page (``ui.run_url``)
+    store: str | None = None  # its tracking URI
 
     def log_report(self, report_dir: str | os.PathLike | None,
                    metrics: Mapping[str, float] | None = None) -> None:
@@ -74,6 +78,7 @@ def evaluation_run(run_id: str, logger_cfg: Mapping[str, Any],
     with refusals_explained(uri, logger_cfg["experiment_name"], where):
         run = client.create_run(source.info.experiment_id, tags=tags)
     client.log_param(run.info.run_id, "source_checkpoint", f"runs:/{run_id}/{CKPT_DIR}/{ckpt.name}")
-    ev = EvaluationRun(client, run.info.run_id, ckpt)
+    ev = EvaluationRun(client, run.info.run_id, ckpt, run_id,
+                       run_url(uri, source.info.experiment_id, run.info.run_id), uri)
     with ending(client, ev.run_id):
         yield ev

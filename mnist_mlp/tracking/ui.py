@@ -11,13 +11,24 @@ this sets it on ones created before), so the UI's own links open on runs too.
 from __future__ import annotations
 
 import argparse
+from urllib.parse import urlparse
 
 from mnist_mlp.paths import default_tracking_uri
 from mnist_mlp.tracking.store import EXPERIMENT_KIND, open_store
 
+#: Where ``make ui`` serves the UI by default (the Makefile's UI_HOST and UI_PORT).
+HOST, PORT = "127.0.0.1", "5000"
+
 
 def runs_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page: on the server for an http(s) store, else where ``make ui`` serves it."""
+    remote = urlparse(tracking_uri).scheme in ("http", "https")
+    base = tracking_uri if remote else f"http://{HOST}:{PORT}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def experiment_id(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
@@ -34,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     from mnist_mlp.paths import repo_root
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", default="5000")
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--port", default=PORT)
     parser.add_argument("--tracking-uri", default=default_tracking_uri())
     parser.add_argument("--experiment", default="mnist-mlp")
     args = parser.parse_args(argv)
