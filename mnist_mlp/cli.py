@@ -3,6 +3,9 @@
 ``train.py``, ``evaluate.py`` and ``compare.py`` are Hydra apps that hand their config here. The
 work itself is ``runner.run``, ``evaluation.evaluate`` and ``tracking.comparison.compare_runs``,
 which tests and the benchmark call in-process.
+
+Torch, Lightning and MLflow are imported inside the commands, not here: ``train.py`` imports this
+module in every process, and the parent of a joblib sweep only launches jobs.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from mnist_mlp import console, ddp, faults, validation
+from mnist_mlp import speed
 from mnist_mlp.errors import UserError, exit_on_user_error
 
 
 def train(cfg: DictConfig) -> float | None:
     """``python train.py``: the run's ``optimized_metric`` for Hydra's sweepers."""
-    from mnist_mlp.runner import run
+    with speed.importing_libraries():
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from mnist_mlp import ddp, faults, validation
+        from mnist_mlp.runner import run
 
     try:
         with exit_on_user_error():
@@ -37,7 +43,9 @@ def train(cfg: DictConfig) -> float | None:
 
 def evaluate(cfg: DictConfig) -> float:
     """``python evaluate.py ckpt_path=PATH | run_id=ID``: the test accuracy."""
-    from mnist_mlp.evaluation import evaluate, evaluate_run
+    with speed.importing_libraries():
+        from mnist_mlp import console, validation
+        from mnist_mlp.evaluation import evaluate, evaluate_run
 
     console.quiet_libraries()
     with exit_on_user_error():
@@ -55,6 +63,7 @@ def evaluate(cfg: DictConfig) -> float:
 
 def compare(cfg: DictConfig) -> None:
     """``python compare.py [runs=...]``: the comparison files, logged to MLflow."""
+    from mnist_mlp import validation
     from mnist_mlp.tracking import comparison
 
     with exit_on_user_error():
