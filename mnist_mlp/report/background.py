@@ -16,9 +16,11 @@ leaves the report to the training process, with one warning.
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -52,8 +54,12 @@ def start() -> None:
 
 def _prepare() -> None:
     """In the worker, before any report: what ``write_report`` draws with, and one small figure
-    (matplotlib reads its fonts at the first text). Ctrl-C is the training process's to handle."""
+    (matplotlib reads its fonts at the first text). Ctrl-C is the training process's to handle.
+    At its exit, which the training process's own exit waits for, the worker holds nothing: it
+    ends at once (``os._exit`` from its last ``atexit`` handler) instead of tearing down numpy and
+    matplotlib."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    atexit.register(os._exit, 0)
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(1, 1))
