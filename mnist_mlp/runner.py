@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from mnist_mlp import console, ddp, faults, report, tracking, validation
 from mnist_mlp.errors import UserError
 from mnist_mlp.report import history
+from mnist_mlp.slurm import requeue
 from mnist_mlp.speed import PhaseClock, apply_torch_settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def test_and_report(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Tra
 def run_cli(cfg: DictConfig) -> float | None:
     """``run`` for the command line: user errors become one paragraph on stderr and exit 2."""
     try:
+        cfg = requeue.resume_if_requeued(cfg)  # a requeued Slurm job goes on from its last epoch
         validation.check(cfg)  # before any data is read or any MLflow run is created
         results = run(cfg)
     except UserError as err:
