@@ -3,7 +3,7 @@
 One cluster per session (``conftest.slurm``, tests/slurm_cluster.py: no accounting, as on a small
 cluster without slurmdbd). Each sweep is ``train.py -m`` in a subprocess, as a user runs it on a
 login node; submitit submits its jobs with ``sbatch`` and slurmd runs them. Two sweeps share the
-work, as the file's time budget (a few minutes on two cores) allows: three jobs that finish, one
+work, as the file's time budget (a few minutes on two cores) allows: four jobs that finish, two
 of them after a requeue mid-training; and three jobs of which two do not finish (one fails in
 training, one is cancelled). A partition that does not exist is refused end to end; no Slurm,
 and a controller that is down, through the same check in-process.
@@ -142,11 +142,13 @@ def _slow(seconds: float, hold: Path | None = None) -> list[str]:
 def sweeps(slurm, mnist, tmp_path_factory) -> tuple[Sweep, Sweep]:
     """Both sweeps, started together (the cluster runs their six jobs at once):
 
-    * ``seed=1,2,1``: three jobs that finish, each sleeping a little after every epoch; job #2 is
-      requeued (``scontrol requeue``: Slurm sends SIGTERM and starts it again) after its first
-      epoch, and job #0, the same settings never interrupted, is its reference. Slurm holds a
-      requeued job for two minutes; the test releases it at once, as an admin can (``scontrol
-      update StartTime=now``).
+    * ``seed=1,2,1,1``: four jobs that finish, each sleeping a little after every epoch. After its
+      first epoch, job #2 is requeued (``scontrol requeue``: Slurm sends SIGTERM and starts it
+      again), and job #3 gets the signal Slurm sends before a time limit or a preemption (USR2,
+      ``--signal`` of submitit's job script), on which submitit calls the launcher's
+      ``checkpoint()`` and requeues the job itself. Job #0, the same settings never interrupted,
+      is their reference. Slurm holds a requeued job for two minutes; the test releases it at
+      once, as an admin can (``scontrol update StartTime=now``).
     * ``model.lr=0.05,1e30,0.1``: job #0 finishes; #1's loss becomes NaN in training; #2 is
       cancelled (``scancel``) while it runs. Jobs #0 and #2 wait at the end of their epoch while
       ``hold`` exists, so #2 is cancelled mid-run and #0 ends after it.
@@ -154,12 +156,12 @@ def sweeps(slurm, mnist, tmp_path_factory) -> tuple[Sweep, Sweep]:
     roots = tmp_path_factory.mktemp("slurm-sweep"), tmp_path_factory.mktemp("slurm-troubled")
     hold = roots[1] / "hold"
     hold.touch()
-    procs = (_start(roots[0], mnist, slurm, "seed=1,2,1", f"trainer.max_epochs={EPOCHS}", *_slow(3)),
+    procs = (_start(roots[0], mnist, slurm, "seed=1,2,1,1", f"trainer.max_epochs={EPOCHS}", *_slow(3)),
              _start(roots[1], mnist, slurm, "model.lr=0.05,1e30,0.1", "trainer.max_epochs=1",
                     *_slow(0, hold)))
     acted = False
     try:
-        _requeue_after_first_epoch(slurm, Sweep(roots[0], None), 2, procs[0])
+        _requeue_after_first_epoch(slurm, Sweep(roots[0], None), procs[0])
         _cancel_when_validated(slurm, Sweep(roots[1], None), 2, procs[1])
         acted = True
     finally:
@@ -168,13 +170,27 @@ def sweeps(slurm, mnist, tmp_path_factory) -> tuple[Sweep, Sweep]:
     return done
 
 
-def _requeue_after_first_epoch(slurm: Any, sweep: Sweep, num: int, proc: subprocess.Popen) -> None:
-    _wait(f"checkpoint of job #{num}'s first epoch",
-          (sweep.dir / str(num) / "checkpoints" / "last.ckpt").is_file, proc)
-    job = sweep.slurm_job(num)
-    slurm.run("scontrol", "requeue", job)
-    _wait("requeued job", lambda: slurm.state(job) == "PENDING", proc)
-    slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+#: Job of the sweep: how it is made to come back (the commands as a cluster's user or admin types them).
+REQUEUES = {2: ["scontrol", "requeue"], 3: ["scancel", "--signal=USR2"]}
+
+
+def _requeue_after_first_epoch(slurm: Any, sweep: Sweep, proc: subprocess.Popen) -> None:
+    """Each job of ``REQUEUES`` made to come back as soon as its first epoch's checkpoint is
+    written, then released from Slurm's hold."""
+    waiting = dict(REQUEUES)
+
+    def act() -> bool:
+        for num, how in list(waiting.items()):
+            if (sweep.dir / str(num) / "checkpoints" / "last.ckpt").is_file():
+                slurm.run(*how, sweep.slurm_job(num))
+                del waiting[num]
+        return not waiting
+
+    _wait("first epoch of the jobs to requeue", act, proc)
+    for num in REQUEUES:
+        job = sweep.slurm_job(num)
+        _wait(f"requeued job #{num}", lambda job=job: slurm.state(job) == "PENDING", proc)
+        slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
 
 
 def _cancel_when_validated(slurm: Any, sweep: Sweep, num: int, proc: subprocess.Popen) -> None:
@@ -202,8 +218,8 @@ def test_each_job_goes_through_sbatch_and_its_run_nests_under_the_sweep(sweep, s
     assert sweep.result.returncode == 0, sweep.tail()
     parent, runs = sweep.parent(), sweep.job_runs()
     assert parent.info.status == "FINISHED"
-    assert sorted(runs) == [0, 1, 2]
-    assert [runs[n].data.params["seed"] for n in sorted(runs)] == ["1", "2", "1"]
+    assert sorted(runs) == [0, 1, 2, 3]
+    assert [runs[n].data.params["seed"] for n in sorted(runs)] == ["1", "2", "1", "1"]
     for run in runs.values():
         assert run.info.status == "FINISHED"
         assert run.data.tags[PARENT_TAG] == parent.info.run_id
@@ -226,20 +242,27 @@ def test_the_console_stays_quiet_without_accounting(sweep, slurm):
         assert noise not in out, out[-3000:]
 
 
-def test_a_requeued_job_resumes_its_own_run_and_ends_as_an_uninterrupted_one(sweep):
+#: What the first start of each requeued job wrote when it stopped mid-training.
+STOPPED_BY = {2: "Training stopped by SIGTERM",  # the project's SIGTERM handling
+              3: "Requeued job"}  # submitit's, after the launcher's checkpoint()
+
+
+@pytest.mark.parametrize("num", list(REQUEUES), ids=["scontrol-requeue", "usr2-time-limit"])
+def test_a_requeued_job_resumes_its_own_run_and_ends_as_an_uninterrupted_one(sweep, num):
     assert sweep.result.returncode == 0, sweep.tail()
     runs = sweep.job_runs()  # one run per job: the requeued job continued its own
-    requeued, reference = runs[2], runs[0]
-    assert requeued.data.tags["slurm.restarts"] == "1"
-    job_dir = sweep.dir / "2"
-    log = (job_dir / "train.log").read_text()
+    requeued, reference = runs[num], runs[0]
+    assert requeued.info.status == "FINISHED" and requeued.data.tags["slurm.restarts"] == "1"
+    log = (sweep.dir / str(num) / "train.log").read_text()
     assert "Requeued by Slurm (restart 1): resuming from" in log and "last.ckpt" in log, log[-2000:]
-    stderr = next((sweep.dir / ".submitit").glob("*_2/*_2_0_log.err")).read_text()
-    assert "Training stopped by SIGTERM" in stderr, stderr[-2000:]  # it was stopped mid-training
+    (job_folder,) = (sweep.dir / ".submitit").glob(f"*_{num}")  # submitit's logs of that job
+    stopped = "".join(p.read_text() for p in job_folder.glob("*_log.*"))
+    assert STOPPED_BY[num] in stopped, stopped[-3000:]
+    assert stopped.count("`Trainer.fit` stopped") == 1, stopped[-3000:]  # only the restart ended fit
     for key in ("test/acc", "test/loss", "val/acc", "train/loss"):
         assert requeued.data.metrics[key] == reference.data.metrics[key], key
     ours, theirs = (torch.load(sweep.dir / str(n) / "checkpoints" / "last.ckpt", map_location="cpu",
-                               weights_only=True)["state_dict"] for n in (2, 0))
+                               weights_only=True)["state_dict"] for n in (num, 0))
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
