@@ -171,10 +171,11 @@ def _executor(cluster: str, params: dict[str, Any]) -> Any:
 
 
 def _refused(said: str) -> str:
-    if "contact" in said or "no answer" in said:
-        return (f"hydra/launcher=submitit_slurm: Slurm's controller does not answer (sbatch "
+    if any(words in said for words in ("contact", "configuration source", "no answer")):
+        return (f"hydra/launcher=submitit_slurm: Slurm cannot be reached from here (sbatch "
                 f"--test-only: {said}). Check that the cluster is up (`sinfo`) and that this machine "
-                "is one of its login nodes (SLURM_CONF); nothing was submitted or recorded.")
+                "is one of its login nodes (its slurm.conf, or SLURM_CONF); nothing was submitted or "
+                "recorded.")
     return (f"hydra/launcher=submitit_slurm: Slurm refuses the sweep's jobs (sbatch --test-only: "
             f"{said}). Check hydra.launcher.partition (`sinfo` lists the partitions) and the "
             "resources asked for (hydra.launcher.timeout_min, cpus_per_task, mem_gb, gpus_per_node, "
@@ -207,7 +208,10 @@ class LauncherCheck(HydraCallback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = config.hydra.get("launcher")
         target = launcher.get("_target_") if launcher is not None else None
-        check = getattr(get_class(target), "check_cluster", None) if target else None
+        try:
+            check = getattr(get_class(target), "check_cluster", None) if target else None
+        except Exception:  # noqa: BLE001  (Hydra reports a launcher it cannot load, in its words)
+            return
         if check is None:
             return
         params = OmegaConf.to_container(launcher, resolve=True)
