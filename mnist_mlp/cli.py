@@ -20,9 +20,11 @@ from mnist_mlp.errors import UserError, exit_on_user_error
 def train(cfg: DictConfig) -> float | None:
     """``python train.py``: the run's ``optimized_metric`` for Hydra's sweepers."""
     from mnist_mlp.runner import run
+    from mnist_mlp.slurm import requeue
 
     try:
         with exit_on_user_error():
+            cfg = requeue.resume_if_requeued(cfg)  # a requeued Slurm job goes on from its last epoch
             validation.check(cfg)  # before any data is read or any MLflow run is created
             results = run(cfg)
     except SIGTERMException:  # Lightning saved what on_exception callbacks save, then raised

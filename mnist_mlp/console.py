@@ -28,6 +28,7 @@ def quiet_libraries() -> None:
     """Remove messages that tell a user of this project nothing; idempotent.
 
     * Lightning's ``💡 Tip: ... litlogger`` advertisement, logged by every ``Trainer``;
+    * Lightning's hint to prefix the command with ``srun`` wherever Slurm is installed;
     * torch's FutureWarning about ``LeafSpec`` raised inside Lightning's own code (not ours to fix),
       and MLflow's advice to type-hint the served model's ``predict`` (it has a signature);
     * MLflow's artifact download bars (``evaluate.py run_id=...``: 25 redraws on one line) and the
@@ -39,6 +40,10 @@ def quiet_libraries() -> None:
             logger.addFilter(_no_tips)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # Lightning's hint to start train.py with srun wherever Slurm is installed: this project's
+    # Slurm jobs run under srun through hydra/launcher=submitit_slurm (mnist_mlp/slurm); a run
+    # started outside Slurm is meant to run there.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     # MLflow's advice to type-hint a PythonModel's predict: the served model has a signature.
     warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

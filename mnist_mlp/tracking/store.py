@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mnist_mlp.errors import UserError
+from mnist_mlp.tracking.record import FAILURE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,20 @@ def ending(client: Any, run_id: str | None, killed: Any = lambda: False) -> Iter
     except (KeyboardInterrupt, SystemExit):
         end_run(client, run_id, "KILLED")
         raise
-    except BaseException:
+    except BaseException as err:
+        _tag_failure(client, run_id, err)
         end_run(client, run_id, "FAILED")
         raise
     end_run(client, run_id, "KILLED" if killed() else "FINISHED")
+
+
+def _tag_failure(client: Any, run_id: str | None, err: BaseException) -> None:
+    """Why the run failed, as tag ``mnist_mlp.failure``: the UI shows it beside the status (a user
+    error's message is the one the console printed)."""
+    if client is None or run_id is None:
+        return
+    reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    try:
+        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+    except Exception as tag_err:  # noqa: BLE001  (never hide the error that ended the run)
+        log.warning("Could not tag MLflow run %s with its failure: %s", run_id, tag_err)
