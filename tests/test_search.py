@@ -165,6 +165,23 @@ def test_a_trial_with_a_hopeless_learning_rate_is_pruned_and_still_tested(search
     assert parent.data.metrics["trials/pruned"] == 1
 
 
+def test_a_failed_trial_is_told_fail_and_too_many_stop_the_search(search, capsys):
+    # data.val_size=5000 passes the config checks but not the 600 synthetic training images.
+    failing = ["~hydra.sweeper.params", "data.val_size=choice(5000)", "hydra.sweeper.n_jobs=1"]
+    search.run(*failing, "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0",
+               "hydra.sweeper.study_name=tolerated")
+    assert [t.state for t in search.study("tolerated").trials] == [TrialState.FAIL] * 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        search.run(*failing, "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=stopped")
+    assert stopped.value.code == 2
+    assert [t.state for t in search.study("stopped").trials] == [TrialState.FAIL]  # not 3
+    err = capsys.readouterr().err
+    assert "data.val_size=5000 must be between 1 and" in err and "Traceback" not in err
+    assert "error: 1 of the 1 trials run so far failed" in err
+    assert "hydra.sweeper.max_failure_rate=0.5" in err.splitlines()[-1]
+
+
 BAD_INPUT = [
     (["model.lrr=interval(0.01,0.3)"], ["model.lrr", "not a key of the training config"]),
     (["model/scheduler=choice(none,cosinex)"], ["model/scheduler", "cosinex", "Available options"]),

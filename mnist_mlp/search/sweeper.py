@@ -184,9 +184,9 @@ class OptunaSearch:
         if failed / len(states) <= rate:
             return None
         return UserError(
-                f"{failed} of the {len(states)} trials run so far failed (their errors are above "
-                f"and in their MLflow runs), more than hydra.sweeper.max_failure_rate={rate}: the "
-                f"search stops. Fix the cause, then add trials to the same study with "
+                f"{failed} of the {len(states)} trials run so far failed (their errors are printed "
+                f"above), more than hydra.sweeper.max_failure_rate={rate}: the search stops. Fix "
+                f"the cause, then add trials to the same study with "
                 f"hydra.sweeper.study_name={study.study_name}."
             )
 
