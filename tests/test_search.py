@@ -227,7 +227,8 @@ def test_two_searches_at_once_join_one_study_on_postgresql(search, tmp_path, mon
     bin_dir = servers.postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed: `apt-get install postgresql` (.ci/run does)")
-    open_store(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "mnist-mlp")  # once, not by both at once
+    # The store and experiment once, not by both searches at once.
+    open_store(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "mnist-mlp", f"{tmp_path}/mlruns/artifacts")
     with servers.stopped_on_sigterm(), servers.postgres(bin_dir) as pg:
         pg.createdb("optuna")
         monkeypatch.setenv("PGPASSWORD", pg.password)  # not in the URL: it is recorded
