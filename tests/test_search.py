@@ -17,12 +17,14 @@ import optuna
 import pytest
 from conftest import ROOT, data_overrides, store_overrides
 from faults_helpers import quiet, run_train
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from tracking_helpers import artifacts, runs_in
 
 from mnist_mlp.search.study import open_storage
+from mnist_mlp.search.sweeper import OptunaSearch, TrialFailed, TrialTask
 from mnist_mlp.tracking import open_store
 
 STUDY_FILES = {"study/trials.csv", "study/study.md", "study/optimization_history.png",
@@ -180,6 +182,35 @@ def test_a_failed_trial_is_told_fail_and_too_many_stop_the_search(search, capsys
     assert "data.val_size=5000 must be between 1 and" in err and "Traceback" not in err
     assert "error: 1 of the 1 trials run so far failed" in err
     assert "hydra.sweeper.max_failure_rate=0.5" in err.splitlines()[-1]
+
+
+def test_exit_status_2_fails_the_trial_and_any_other_exit_stops_the_search():
+    def exits(code):
+        return TrialTask(lambda cfg: sys.exit(code))
+
+    with pytest.raises(TrialFailed):
+        exits(2)(None)
+    for code in (1, 130, 143):  # Ctrl-C inside and outside fit, SIGTERM
+        with pytest.raises(SystemExit):
+            exits(code)(None)
+
+
+def test_a_batch_cut_short_leaves_no_trial_running_in_the_study(tmp_path):
+    """Ctrl-C (or a launcher that raises) while a batch runs: its trials are told FAIL."""
+
+    class Interrupted:
+        def launch(self, job_overrides, initial_job_idx):
+            raise KeyboardInterrupt
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", ["hparams_search=optuna", "~logger", "hydra.sweeper.n_jobs=2",
+                                f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
+                                "hydra.sweeper.study_name=cut", f"hydra.sweep.dir={tmp_path}/sweep"],
+                      return_hydra_config=True)
+    with pytest.raises(KeyboardInterrupt):
+        OptunaSearch(cfg, Interrupted())._sweep([])
+    study = optuna.load_study(study_name="cut", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
 
 
 BAD_INPUT = [
