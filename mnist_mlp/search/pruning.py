@@ -17,7 +17,8 @@ from lightning.pytorch.callbacks import Callback
 
 from mnist_mlp import ddp
 from mnist_mlp.errors import UserError
-from mnist_mlp.search.study import PRUNED_ATTR, STUDY_TAG, TRIAL_TAG, open_storage, trial_of
+from mnist_mlp.search.record import STUDY_TAG, TRIAL_TAG
+from mnist_mlp.search.study import PRUNED_ATTR, open_storage, trial_of
 from mnist_mlp.tracking import RUN_NAME_TAG
 
 log = logging.getLogger(__name__)

@@ -23,12 +23,14 @@ from typing import Any
 
 from mnist_mlp.report.files import atomic_write
 from mnist_mlp.report.render import Section, to_markdown
-from mnist_mlp.search.study import PRUNED_ATTR, STATE_TAG, STUDY_TAG, TRIAL_TAG
+from mnist_mlp.search.study import PRUNED_ATTR
 from mnist_mlp.tracking import PARENT_TAG, RUN_NAME_TAG, log_batch
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "study"
+#: MLflow tags of a trial's run (its trial's number, study and final state) and of the parent run.
+TRIAL_TAG, STUDY_TAG, STATE_TAG = "optuna.trial", "optuna.study", "optuna.state"
 STORAGE_TAG, BEST_TRIAL_TAG, BEST_RUN_TAG = "optuna.storage", "optuna.best_trial", "optuna.best_run"
 
 

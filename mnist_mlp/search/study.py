@@ -15,8 +15,6 @@ from typing import Any
 from mnist_mlp.errors import UserError
 
 STORAGE_KEY = "hydra.sweeper.storage"
-#: MLflow tags of a trial's run and of the search's parent run.
-TRIAL_TAG, STUDY_TAG, STATE_TAG = "optuna.trial", "optuna.study", "optuna.state"
 #: User attribute of a trial whose job stopped it early (the epoch): the sweeper tells it PRUNED.
 PRUNED_ATTR = "pruned_at_epoch"
 #: SQLite waits this long for a lock held by a trial writing beside it, instead of failing.
