@@ -166,6 +166,13 @@ def test_a_trial_with_a_hopeless_learning_rate_is_pruned_and_still_tested(search
         assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
     assert parent.data.metrics["trials/pruned"] == 1
 
+    # In its last epoch a trial completes: stopping it there would save nothing.
+    search.run("~hydra.sweeper.params", "model.lr=choice(0.000001)",
+               "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=0.5",
+               "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=last", "~logger")
+    (trial,) = search.study("last").trials
+    assert trial.state == TrialState.COMPLETE and trial.value < 0.5
+
 
 def test_a_failed_trial_is_told_fail_and_too_many_stop_the_search(search, capsys):
     # data.val_size=5000 passes the config checks but not the 600 synthetic training images.

@@ -143,7 +143,8 @@ def _compose(config: DictConfig, space: search_space.SearchSpace, corner: list[s
 def _check_values_not_nodes(base: DictConfig, space: search_space.SearchSpace) -> None:
     """No searched key names a whole node (``model.net``): an override would replace the node."""
     for key, entry in space.entries.items():
-        node = OmegaConf.select(base, key, default=None) if "/" not in key else None
+        node = (OmegaConf.select(base, key, default=None, throw_on_resolution_failure=False)
+                if "/" not in key else None)
         if OmegaConf.is_config(node):
             raise UserError(
                 f"The search space's {key}={entry.spec} ({entry.origin}) names a config node, not "

@@ -72,7 +72,9 @@ class OptunaPruning(Callback):
                     f"{', '.join(sorted(trainer.callback_metrics))}.")
             epoch = trainer.current_epoch
             self.trial.report(float(value), step=epoch)
-            prune = self.trial.should_prune()
+            # After the last epoch nothing is left to save: the trial completes.
+            last = 0 < (trainer.max_epochs or 0) <= epoch + 1
+            prune = not last and self.trial.should_prune()
         prune = trainer.strategy.broadcast(prune, src=0)
         if prune:
             self.pruned_at = trainer.current_epoch
