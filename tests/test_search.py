@@ -122,7 +122,7 @@ def _params(study: optuna.Study) -> list[dict]:
     return [t.params for t in study.trials]
 
 
-def test_the_same_seed_gives_the_same_trials_and_a_resumed_study_adds_new_ones(search):
+def test_the_same_seed_gives_the_same_trials_and_a_resumed_study_adds_new_ones(search, capsys):
     # The second trial comes from TPE's model of the first; ~logger: only the study matters here.
     seeded = ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
               "hydra.sweeper.sampler.n_startup_trials=1", "~logger"]
@@ -143,6 +143,17 @@ def test_the_same_seed_gives_the_same_trials_and_a_resumed_study_adds_new_ones(s
     (parent,) = search.parents()
     assert parent.data.tags["optuna.study"] == "a" and parent.data.metrics["trials/total"] == 3
     assert sorted(search.trial_runs(parent)) == [2]
+
+    # A study cannot go on with other choices for a key, nor the other way round.
+    for refused, needles in ((["model/scheduler=choice(none,cosine,plateau)"],
+                              ["model/scheduler", "keep the study's choices"]),
+                             (["hydra.sweeper.direction=minimize"], ["maximizes", "minimize"])):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            search.run("hydra.sweeper.study_name=a", *refused)
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and all(n in err for n in needles), err[-2000:]
+    assert len(search.study("a").trials) == 3 and len(search.parents()) == 1
 
 
 def test_a_trial_with_a_hopeless_learning_rate_is_pruned_and_still_tested(search):
@@ -223,6 +234,9 @@ def test_a_batch_cut_short_leaves_no_trial_running_in_the_study(tmp_path):
 BAD_INPUT = [
     (["model.lrr=interval(0.01,0.3)"], ["model.lrr", "not a key of the training config"]),
     (["model/scheduler=choice(none,cosinex)"], ["model/scheduler", "cosinex", "Available options"]),
+    (["model/optimizer=choice(sgd,adam)"],  # Adam has no momentum, which the default space searches
+     ["model.optimizer.momentum is not a key", "model/optimizer=adam)"]),
+    (["model.net=choice(1,2)"], ["model.net", "names a config node, not a value"]),
     (["model.lr=interval(0.3,0.01)"], ["model.lr", "low end 0.3 above its high end 0.01"]),
     (["model.lr=tag(log,interval(0,0.3))"], ["model.lr", "log scale", "both ends > 0"]),
     (["model.net.dropout1=interval(0,1.5)"], ["model.net.dropout1", "reaches 1.5", "[0, 1)"]),

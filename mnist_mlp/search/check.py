@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_mlp import validation
 from mnist_mlp.errors import UserError
 from mnist_mlp.search import space as search_space
-from mnist_mlp.search.study import existing_direction, open_storage
+from mnist_mlp.search.study import check_resumable, open_storage
 
 SWEEPER = "hydra_plugins.mnist_mlp_search.optuna_sweeper.OptunaSweeper"
 #: What the sweeper sets in each trial's config (conf/hparams_search/optuna.yaml declares them).
@@ -108,15 +108,18 @@ def _sentence(text: str) -> str:
     return " ".join(text.split()).rstrip(".")
 
 
-def _composition_error(space: search_space.SearchSpace, err: Exception) -> UserError:
+def _composition_error(space: search_space.SearchSpace, err: Exception,
+                       overrides: list[str]) -> UserError:
     text = _sentence(str(err).split("Config search path:")[0])
+    groups = [o for o in overrides if "/" in o.split("=", 1)[0]]
+    given = f" (with {' '.join(groups)})" if groups else ""
     keys = [k for k in space.entries if re.search(rf"'{re.escape(k)}[/']", str(err))]
     if not keys:
         return UserError(f"A trial's config cannot be composed: {text}. Fix the overrides and run "
                          "again; nothing was run or recorded.")
     entry = space.entries[keys[0]]
-    problem = (f"{entry.key} is not a key of the training config" if "Could not override" in text
-               else text)
+    problem = (f"{entry.key} is not a key of the training config{given}"
+               if "Could not override" in text else text)
     return UserError(
         f"The search space's {entry.key}={entry.spec} ({entry.origin}) does not fit the training "
         f"config: {problem}. Search keys that train.py has (python train.py --cfg job lists them; "
@@ -137,7 +140,7 @@ def _compose(config: DictConfig, space: search_space.SearchSpace, corner: list[s
                 "hydra/sweeper=optuna needs the trial keys of hparams_search=optuna: run the "
                 "search as python train.py -m hparams_search=optuna [overrides]."
             ) from None
-        raise _composition_error(space, err) from None
+        raise _composition_error(space, err, corner) from None
 
 
 def _check_values_not_nodes(base: DictConfig, space: search_space.SearchSpace) -> None:
@@ -177,14 +180,9 @@ def check_search(config: DictConfig) -> search_space.SearchSpace:
     check_trial_configs(config, space)
     build(sweeper, "sampler")
     build(sweeper, "pruner")
-    name = sweeper.get("study_name")
-    existing = existing_direction(open_storage(sweeper.storage), name) if name else None
-    if existing and existing != wanted:
-        raise UserError(
-            f"hydra.sweeper.study_name={name} is a study that {existing}s in "
-            f"{sweeper.storage}, but this search would {wanted}: resume it with the same "
-            "optimized_metric and direction, or start a new study (another study_name)."
-        )
+    storage = open_storage(sweeper.storage)
+    if sweeper.get("study_name"):
+        check_resumable(storage, sweeper.study_name, wanted, space.distributions)
     return space
 
 

@@ -9,6 +9,7 @@ PostgreSQL clients read it from ``PGPASSWORD`` or ``~/.pgpass`` instead.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +88,42 @@ def _rdb_storage(url: str, engine: dict[str, Any], tries: int = 3) -> Any:
     raise AssertionError("unreachable")
 
 
-def existing_direction(storage: Any, study_name: str) -> str | None:
-    """``maximize``/``minimize`` of the study of that name in ``storage``, None if there is none."""
+def check_resumable(storage: Any, study_name: str, direction: str,
+                    distributions: Mapping[str, Any]) -> None:
+    """An existing study of that name can take this search's trials: same direction, and every
+    searched key of the same kind (and, for a choice, the same choices) as the study searched.
+
+    Optuna lets a number's range change between trials but raises deep inside ``ask`` for a
+    choice whose options changed ("does not support dynamic value space").
+    """
+    from optuna.distributions import check_distribution_compatibility
+
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
-        return None
-    return storage.get_study_directions(study_id)[0].name.lower()
+        return  # a new study
+    where = f"hydra.sweeper.study_name={study_name} (in {STORAGE_KEY})"
+    existing = storage.get_study_directions(study_id)[0].name.lower()
+    if existing != direction:
+        raise UserError(
+            f"{where} is a study that {existing}s, but this search would {direction}: resume it "
+            "with the same optimized_metric and direction, or start a new study (another "
+            "study_name)."
+        )
+    searched: dict[str, Any] = {}
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        searched.update(trial.distributions)
+    for key, new in distributions.items():
+        if key not in searched:
+            continue
+        try:
+            check_distribution_compatibility(searched[key], new)
+        except ValueError:
+            raise UserError(
+                f"{where} searched {key} as {searched[key]}, which this search's {key} "
+                f"({new}) cannot continue: keep the study's choices for {key} (numbers may take "
+                "another range), or start a new study (another study_name)."
+            ) from None
 
 
 def trial_of(storage: Any, study_name: str, number: int, pruner: Any) -> Any:
