@@ -46,6 +46,12 @@ def evaluate(cfg: DictConfig) -> float:
                 "Give exactly one of ckpt_path and run_id: `python evaluate.py ckpt_path=PATH.ckpt` "
                 "or `python evaluate.py run_id=<MLflow run id>`."
             )
+        if cfg.evaluate.mlflow_evaluator and not cfg.run_id:
+            raise UserError(
+                "evaluate.mlflow_evaluator=true scores the MLflow model that a training run logged, "
+                "and ckpt_path has none: give run_id=<training run id> instead, or leave "
+                "evaluate.mlflow_evaluator=false to test the checkpoint file."
+            )
         validation.resolve(cfg)
         results = evaluate_run(cfg) if cfg.run_id else evaluate(cfg.ckpt_path, cfg)
     print(f"Test set: average loss {results['test/loss']:.4f}, "
@@ -66,5 +72,6 @@ def compare(cfg: DictConfig) -> None:
                                                 cfg.report.digits)
     print(f"Comparison in {Path(files['comparison.html']).parent}; logged to MLflow run {target} "
           f"(artifacts {comparison.ARTIFACT_DIR}/).")
+
 
 
