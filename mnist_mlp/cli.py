@@ -1,12 +1,14 @@
 """What each command does at the command line: checks first, one paragraph for a user error.
 
-``train.py``, ``evaluate.py`` and ``compare.py`` are Hydra apps that hand their config here. The
-work itself is ``runner.run``, ``evaluation.evaluate`` and ``tracking.comparison.compare_runs``,
-which tests and the benchmark call in-process.
+``train.py``, ``evaluate.py``, ``compare.py`` and ``serve.py`` are Hydra apps that hand their
+config here. The work itself is ``runner.run``, ``evaluation.evaluate``,
+``tracking.comparison.compare_runs`` and MLflow's scoring server (``tracking.serving``), which
+tests and the benchmark call in-process or start as a process.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -75,3 +77,18 @@ def compare(cfg: DictConfig) -> None:
 
 
 
+
+def serve(cfg: DictConfig) -> None:
+    """``python serve.py model_uri=URI``: this process becomes MLflow's scoring server for the model."""
+    from mnist_mlp.tracking import serving
+
+    console.quiet_libraries()
+    with exit_on_user_error():
+        validation.resolve(cfg)
+        command, env = serving.prepare(cfg)
+    url = f"http://{cfg.host}:{cfg.port}"
+    workers = f"{cfg.workers} worker" + ("s" if int(cfg.workers) > 1 else "")
+    print(f"Starting MLflow's scoring server for {cfg.model_uri} of {cfg.logger.tracking_uri} at "
+          f"{url} ({workers}). Once GET {url}/ping answers, POST images to {url}/invocations "
+          "(docs/serving.md). Ctrl-C stops it.", flush=True)
+    os.execve(command[0], command, env)
