@@ -48,6 +48,11 @@ def _devices(spec: str) -> list[torch.device]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # python -m bench serve: the scoring server (bench/serve.py)
+        from bench import serve
+
+        return serve.main(argv[1:])
     args = parse_args(argv)
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load[0]:.2f} "
