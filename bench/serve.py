@@ -1,21 +1,22 @@
 """``python -m bench serve``: MLflow's scoring server beside in-process ``predict`` and the bare forward.
 
 One run logs the project's network (as ``train.py`` would, into a temporary store; its weights
-do not change the timings) and times, on the same batches of real test images:
+do not change the timings), starts ``python serve.py`` (``mlflow models serve``, ``--workers``
+processes) on a loopback port, and times on the same batches of real test images (1 and 100):
 
-  forward   the network alone in torch: uint8 pixels to the data module's normalisation, the
-            forward pass, ``argmax`` (no MLflow);
-  predict   ``mlflow.pyfunc.load_model(...).predict`` in this process, on an N x 784 uint8 array
-            and on the ``image`` column (each image's bytes) the compact request carries;
-  served    ``python serve.py`` (``mlflow models serve``) on a loopback port, ``--workers`` worker
-            processes, hit by 1, 4 and 8 concurrent clients (threads of this process, one
-            keep-alive connection each) with requests of 1 and 100 images, in both request forms:
-            ``pixels`` (``{"inputs": [[784 numbers], ...]}``) and ``image`` (``{"inputs":
-            {"image": [base64 of 784 bytes, ...]}}``). Bodies are encoded once, before the clock.
+  forward        the network alone in torch: uint8 pixels to the data module's normalisation,
+                 the forward pass, ``argmax`` (no MLflow);
+  predict        ``mlflow.pyfunc.load_model(...).predict`` in this process on an N x 784 uint8
+                 array; ``predict, image`` on the ``image`` column of raw bytes;
+  served image   one client, one keep-alive connection, ``{"inputs": {"image": [base64 of each
+                 image's 784 bytes]}}``; ``served pixels``: ``{"inputs": [[784 numbers], ...]}``.
 
-Latency is per request as the client sees it (p50, p95); images/s is images answered over the
-cell's wall time. Every loop is bounded (``--requests`` per client, ``--seconds`` per cell). The
-ratios and their targets are printed at the end and written, with every figure, to a JSON file.
+These paths alternate in ``--rounds`` rounds of ``--calls`` calls each, so a load change on a
+shared machine hits all alike; their p50s give the ratios, printed with their targets. Then the
+load table: 1, 4 and 8 concurrent clients (threads of this process, a connection each) per form
+and size, images/s over the cell's wall time and the clients' p50/p95 latency. Bodies are encoded
+once, before any clock. Every loop is bounded (``--requests`` per client, ``--seconds`` per cell).
+Every figure goes to a JSON file.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="server worker processes (serve.py workers)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads: per server worker, and of this process's paths")
-    p.add_argument("--requests", type=int, default=40, help="requests per client per cell")
-    p.add_argument("--seconds", type=float, default=20.0, help="wall-clock cap per cell")
-    p.add_argument("--calls", type=int, default=200, help="timed in-process calls per batch size")
+    p.add_argument("--rounds", type=int, default=10, help="alternating rounds of the paired paths")
+    p.add_argument("--calls", type=int, default=20, help="calls per path per round")
+    p.add_argument("--requests", type=int, default=40, help="requests per client per load cell")
+    p.add_argument("--seconds", type=float, default=20.0, help="wall-clock cap per load cell")
     p.add_argument("--out", default=str(repo_root() / "bench_results"), help="folder for the JSON")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml (data, model)")
     return p.parse_args(argv)
@@ -99,51 +101,66 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
             "n": len(ms)}
 
 
-def time_calls(fn: Callable[[], Any], calls: int) -> dict[str, float]:
-    fn()  # warm-up
-    seconds = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return percentiles(seconds)
+class Connection:
+    """One keep-alive HTTP connection to the scoring server, posting JSON bodies."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
+
+    def post(self, body: bytes) -> bytes:
+        self.conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise SystemExit(f"the scoring server refused a benchmark request: HTTP "
+                             f"{response.status} {data[:300]!r}")
+        return data
+
+    def close(self) -> None:
+        self.conn.close()
 
 
-def in_process(logged: Logged, model: Any, batches: dict[int, np.ndarray],
-               calls: int) -> dict[str, dict[int, dict[str, float]]]:
-    """forward, predict on pixels, predict on the image column; per batch size."""
+def path_calls(logged: Logged, model: Any, pixels: np.ndarray, bodies: dict[str, bytes],
+               conn: Connection) -> dict[str, Callable[[], Any]]:
+    """The paired paths for one batch, each a no-argument call."""
     net, mean, std = logged.net, logged.mean, logged.std
+    column = {"image": [r.tobytes() for r in pixels]}
 
-    def forward(pixels: np.ndarray) -> Any:
+    def forward() -> Any:
         with torch.inference_mode():
             x = torch.from_numpy(pixels).to(torch.float32)
             return net((x / 255.0 - mean) / std).argmax(dim=-1)
 
-    out: dict[str, dict[int, dict[str, float]]] = {"forward": {}, "predict": {}, "predict_image": {}}
-    for n, pixels in batches.items():
-        column = {"image": [r.tobytes() for r in pixels]}
-        out["forward"][n] = time_calls(lambda p=pixels: forward(p), calls)
-        out["predict"][n] = time_calls(lambda p=pixels: model.predict(p), calls)
-        out["predict_image"][n] = time_calls(lambda c=column: model.predict(c), calls)
-    return out
+    calls = {"forward": forward, "predict": lambda: model.predict(pixels),
+             "predict, image": lambda: model.predict(column)}
+    for form, body in bodies.items():
+        calls[f"served {form}"] = lambda b=body: conn.post(b)
+    return calls
 
 
-def _client(url: str, body: bytes, requests: int, deadline: float, out: list[float],
-            errors: list[str]) -> None:
-    parsed = urlparse(url)
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
-    headers = {"Content-Type": "application/json"}
+def paired(calls: dict[str, Callable[[], Any]], rounds: int, n: int) -> dict[str, dict[str, float]]:
+    """Every path ``n`` times per round, the paths in turn, ``rounds`` times (one warm-up call)."""
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for fn in calls.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            for _ in range(n):
+                start = time.perf_counter()
+                fn()
+                seconds[name].append(time.perf_counter() - start)
+    return {name: percentiles(s) for name, s in seconds.items()}
+
+
+def _client(url: str, body: bytes, requests: int, deadline: float, out: list[float]) -> None:
+    conn = Connection(url)
     try:
         for _ in range(requests):
             if time.monotonic() > deadline:
                 return
             start = time.perf_counter()
-            conn.request("POST", "/invocations", body, headers)
-            response = conn.getresponse()
-            data = response.read()
-            if response.status != 200:
-                errors.append(f"HTTP {response.status}: {data[:200]!r}")
-                return
+            conn.post(body)
             out.append(time.perf_counter() - start)
     finally:
         conn.close()
@@ -152,12 +169,9 @@ def _client(url: str, body: bytes, requests: int, deadline: float, out: list[flo
 def load_cell(url: str, body: bytes, n_images: int, clients: int, requests: int,
               seconds: float) -> dict[str, float]:
     """``clients`` threads, each sending ``body`` up to ``requests`` times (``seconds`` cap)."""
-    for _ in range(2):  # warm-up: a fresh worker's first requests are slower
-        _client(url, body, 1, time.monotonic() + seconds, [], [])
     latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors: list[str] = []
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=_client, args=(url, body, requests, deadline, lat, errors))
+    threads = [threading.Thread(target=_client, args=(url, body, requests, deadline, lat))
                for lat in latencies]
     start = time.perf_counter()
     for t in threads:
@@ -165,72 +179,72 @@ def load_cell(url: str, body: bytes, n_images: int, clients: int, requests: int,
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    if errors:
-        raise SystemExit(f"the scoring server refused a benchmark request: {errors[0]}")
     flat = [s for lat in latencies for s in lat]
+    if len(flat) < clients:
+        raise SystemExit(f"a benchmark client got no answer ({len(flat)} of {clients} clients "
+                         f"answered): see the server's log")
     return {**percentiles(flat), "images_per_s": len(flat) * n_images / wall, "wall_s": wall}
 
 
-def check_answers(url: str, bodies: dict[str, bytes], expected: np.ndarray) -> None:
+def check_answers(conn: Connection, bodies: dict[str, bytes], expected: np.ndarray) -> None:
     """The server's classes are in-process predict's, before anything is timed."""
-    import requests
-
     for form, body in bodies.items():
-        got = requests.post(f"{url}/invocations", data=body, timeout=120,
-                            headers={"Content-Type": "application/json"}).json()["predictions"]
+        got = json.loads(conn.post(body))["predictions"]
         if not np.array_equal(np.asarray(got), expected):
-            raise SystemExit(f"the served classes ({form}) differ from in-process predict's")
+            raise SystemExit(f"the served classes ({form} form) differ from in-process predict's")
 
 
-def served(args: argparse.Namespace, logged: Logged, batches: dict[int, np.ndarray],
-           expected: np.ndarray, tmp: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, logged: Logged, tmp: Path) -> dict[str, Any]:
+    """The paired paths per batch size, then the load table, against one server."""
+    import mlflow
+
     from mnist_mlp.tracking.serving import image_body, pixels_body, scoring_server
 
+    model = mlflow.pyfunc.load_model(logged.model_uri)
+    batches = {n: logged.images[np.arange(n) % len(logged.images)] for n in args.sizes}
     encode = {"image": image_body, "pixels": pixels_body}
-    bodies = {f: {n: json.dumps(encode[f](b)).encode() for n, b in batches.items()}
-              for f in args.forms}
-    cells: dict[str, Any] = {}
+    bodies = {n: {f: json.dumps(encode[f](b)).encode() for f in args.forms}
+              for n, b in batches.items()}
     start = time.perf_counter()
     with scoring_server(logged.model_uri, logged.tracking_uri, workers=args.workers,
                         overrides=[f"threads={args.threads}"], log=tmp / "serve.log") as server:
         startup = time.perf_counter() - start
-        big = max(batches)
-        check_answers(server.url, {f: bodies[f][big] for f in args.forms}, expected)
+        print(f"server ready {startup:.1f} s after start; paired paths, {args.rounds} rounds x "
+              f"{args.calls} calls:", flush=True)
+        conn = Connection(server.url)
+        pairs: dict[int, dict[str, dict[str, float]]] = {}
+        for n, pixels in batches.items():
+            check_answers(conn, bodies[n], np.asarray(model.predict(pixels)))
+            pairs[n] = paired(path_calls(logged, model, pixels, bodies[n], conn), args.rounds,
+                              args.calls)
+            for name, row in pairs[n].items():
+                print(f"  {name:15} {n:4} images: p50 {row['p50_ms']:8.3f} ms, p95 "
+                      f"{row['p95_ms']:8.3f} ms, {n / row['p50_ms'] * 1e3:9.0f} images/s",
+                      flush=True)
+        conn.close()
+        print("load: concurrent clients, a keep-alive connection each:", flush=True)
+        cells: dict[str, Any] = {}
         for form in args.forms:
             for n in args.sizes:
                 for clients in args.clients:
-                    cell = load_cell(server.url, bodies[form][n], n, clients, args.requests,
+                    cell = load_cell(server.url, bodies[n][form], n, clients, args.requests,
                                      args.seconds)
-                    cells[f"{form}/{n}/{clients}"] = {**cell, "body_kb": len(bodies[form][n]) / 1e3}
-                    print(f"  {form:6} {n:4} images/request {clients} client(s): "
+                    cells[f"{form}/{n}/{clients}"] = {**cell, "body_kb": len(bodies[n][form]) / 1e3}
+                    print(f"  {form:6} {n:4} images/request, {clients} client(s): "
                           f"{cell['images_per_s']:8.0f} images/s, p50 {cell['p50_ms']:7.1f} ms, "
                           f"p95 {cell['p95_ms']:7.1f} ms ({cell['n']} requests)", flush=True)
-    return {"startup_s": startup, "cells": cells}
+    return {"startup_s": startup, "paired": pairs, "cells": cells}
 
 
-def ratios(local: dict[str, Any], remote: dict[str, Any], forms: list[str],
-           big: int) -> list[dict[str, Any]]:
-    """The two targets (and the pixels form's figure beside the first)."""
-    rows = []
-    for form in forms:
-        inproc = local["predict_image" if form == "image" else "predict"][big]["p50_ms"]
-        cell = remote["cells"].get(f"{form}/{big}/1")
-        if cell:
-            rows.append({"what": f"served ({form} form, {big} images, 1 client) / in-process predict",
-                         "ratio": cell["p50_ms"] / inproc, "target": TARGET})
+def ratios(pairs: dict[int, dict[str, dict[str, float]]], forms: list[str]) -> list[dict[str, Any]]:
+    """The targets at the largest batch: served / predict per form, predict / forward."""
+    big = max(pairs)
+    p50 = {name: row["p50_ms"] for name, row in pairs[big].items()}
+    rows = [{"what": f"served {form} ({big} images, 1 client) / in-process predict",
+             "ratio": p50[f"served {form}"] / p50["predict"], "target": TARGET} for form in forms]
     rows.append({"what": f"in-process predict ({big} images) / bare forward",
-                 "ratio": local["predict"][big]["p50_ms"] / local["forward"][big]["p50_ms"],
-                 "target": TARGET})
+                 "ratio": p50["predict"] / p50["forward"], "target": TARGET})
     return rows
-
-
-def print_in_process(local: dict[str, Any]) -> None:
-    names = {"forward": "bare forward (torch)", "predict": "predict, N x 784 uint8",
-             "predict_image": "predict, image column"}
-    for path, label in names.items():
-        for n, row in local[path].items():
-            print(f"  {label:24} {n:4} images: p50 {row['p50_ms']:7.3f} ms, p95 "
-                  f"{row['p95_ms']:7.3f} ms, {n / row['p50_ms'] * 1e3:9.0f} images/s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,32 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load[0]:.2f} "
-          f"{load[1]:.2f} {load[2]:.2f}; {args.threads} torch thread(s), {args.workers} server "
-          f"worker(s)", flush=True)
+          f"{load[1]:.2f} {load[2]:.2f}; {args.threads} torch thread(s) here and per server "
+          f"worker, {args.workers} worker(s)", flush=True)
     report: dict[str, Any] = {"load_before": load, "argv": ["serve", *(argv or [])],
                               "threads": args.threads, "workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
-        import mlflow
-
-        logged = logged_model(args.overrides, tmp)
-        model = mlflow.pyfunc.load_model(logged.model_uri)
-        batches = {n: logged.images[np.arange(n) % len(logged.images)] for n in args.sizes}
-        print("in-process, this process:", flush=True)
-        local = in_process(logged, model, batches, args.calls)
-        print_in_process(local)
-        expected = np.asarray(model.predict(batches[max(batches)]))
-        print(f"served (python serve.py, {args.workers} worker(s), loopback):", flush=True)
-        remote = served(args, logged, batches, expected, tmp)
-        print(f"  (server ready {remote['startup_s']:.1f} s after start)")
-    big = max(args.sizes)
-    rows = ratios(local, remote, args.forms, big)
-    print("ratios (p50 over p50):")
+        report.update(run(args, logged_model(args.overrides, tmp), tmp))
+    rows = ratios(report["paired"], args.forms)
+    print("ratios (p50 over p50, paired rounds):")
     for row in rows:
         verdict = "met" if row["ratio"] <= row["target"] else "MISSED"
         print(f"  {row['what']}: {row['ratio']:.2f}x (target <= {row['target']:.0f}x: {verdict})")
-    report.update({"in_process": local, "served": remote, "ratios": rows,
-                   "load_after": os.getloadavg()})
+    report.update({"ratios": rows, "load_after": os.getloadavg()})
     print(f"load average after: {report['load_after'][0]:.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,4 +272,3 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(report, indent=2, default=str))
     print(f"figures: {path}")
     return 0
-
