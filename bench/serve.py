@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from bench.common import compose
+from bench.common import compose, write_figures
 from mnist_mlp.paths import repo_root
 
 TARGET = 3.0  # served / predict (100 images, 1 client) and predict / forward, each at most this
@@ -264,11 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         verdict = "met" if row["ratio"] <= row["target"] else "MISSED"
         print(f"  {row['what']}: {row['ratio']:.2f}x (target <= {row['target']:.0f}x: {verdict})")
-    report.update({"ratios": rows, "load_after": os.getloadavg()})
-    print(f"load average after: {report['load_after'][0]:.2f}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-serve-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2, default=str))
-    print(f"figures: {path}")
+    report["ratios"] = rows
+    write_figures(report, args.out, "bench-serve")
     return 0
