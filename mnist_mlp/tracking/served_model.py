@@ -33,16 +33,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
 PIXELS = 28 * 28
-IMAGE_COLUMN = "image"
+IMAGE_COLUMN = "image"  # tracking.serving.IMAGE_COLUMN (this file is not imported by the package)
 OUTPUTS = ("class", "probabilities")
-MAX_ROWS = 10_000  # when the logged model_config has none
+NO_IMAGES = f"No images in the input: give at least one image of {PIXELS} pixel values."
 
 
 def _refuse(message: str) -> MlflowException:
     return MlflowException.invalid_parameter_value(message)
-
-
-NO_IMAGES = f"No images in the input: give at least one image of {PIXELS} pixel values."
 
 
 def _image_column(model_input: Any) -> Any | None:
@@ -114,8 +111,8 @@ class MnistClassifier(PythonModel):
         self.net.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu",
                                             weights_only=True))
         self.net.eval()
-        config = context.model_config or {}
-        self.max_rows = int(config.get("max_rows", MAX_ROWS))
+        config = context.model_config  # logged by tracking.model, overridden by a server
+        self.max_rows = int(config["max_rows"])
         if config.get("threads"):  # a serving process's choice (0: leave a notebook's alone)
             torch.set_num_threads(int(config["threads"]))
 
