@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, data_overrides, store_overrides, write_synthetic_mnist
-from faults_helpers import assert_one_paragraph, compose_job, quiet
+from faults_helpers import compose_job, quiet
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mnist_mlp import runner
+from mnist_mlp import cli, runner
 from mnist_mlp.datamodule import MnistDataModule
 from mnist_mlp.tracking.model import PIXEL_COLUMNS, evaluation_frame
 
@@ -166,7 +166,13 @@ def test_evaluate_py_records_mlflows_evaluation_beside_the_report(trained, tmp_p
                                [report[str(k)]["recall"] for k in range(10)], rtol=1e-12)
 
 
-def test_mlflow_evaluator_without_a_run_is_refused_before_any_work(tmp_path):
-    result = _evaluate_py(f"ckpt_path={tmp_path}/any.ckpt", "evaluate.mlflow_evaluator=true",
-                          f"hydra.run.dir={tmp_path}")
-    assert_one_paragraph(result, "evaluate.mlflow_evaluator=true", "run_id=<training run id>")
+def test_mlflow_evaluator_without_a_run_is_refused_before_any_work(tmp_path, capsys):
+    cfg = compose_job(f"ckpt_path={tmp_path}/any.ckpt", "evaluate.mlflow_evaluator=true",
+                      f"hydra.runtime.output_dir={tmp_path}", config_name="evaluate")
+    with pytest.raises(SystemExit) as done:
+        cli.evaluate(cfg)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: evaluate.mlflow_evaluator=true scores the MLflow model")
+    assert "run_id=<training run id>" in err and err.count("\n") == 1
+    assert not (tmp_path / "report").exists()

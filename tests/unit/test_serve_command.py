@@ -9,10 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from faults_helpers import compose_job
 
 from mnist_mlp import cli
 from mnist_mlp.tracking import serving
@@ -20,12 +17,8 @@ from mnist_mlp.tracking import serving
 
 def _serve_cfg(tmp_path: Path, *overrides: str):
     """What serve.py's Hydra app hands ``cli.serve``."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("serve", overrides=[f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                                          f"hydra.runtime.output_dir={tmp_path}", *overrides],
-                      return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return compose_job(f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                       f"hydra.runtime.output_dir={tmp_path}", *overrides, config_name="serve")
 
 
 @pytest.mark.parametrize(("overrides", "needles"), [
