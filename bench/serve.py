@@ -8,8 +8,9 @@ processes) on a loopback port, and times on the same batches of real test images
                  the forward pass, ``argmax`` (no MLflow);
   predict        ``mlflow.pyfunc.load_model(...).predict`` in this process on an N x 784 uint8
                  array; ``predict, image`` on the ``image`` column of raw bytes;
-  served image   one client, one keep-alive connection, ``{"inputs": {"image": [base64 of each
-                 image's 784 bytes]}}``; ``served pixels``: ``{"inputs": [[784 numbers], ...]}``.
+  served image   one client, one keep-alive connection (``--per-request``: a new one per
+                 request), ``{"inputs": {"image": [base64 of each image's 784 bytes]}}``;
+                 ``served pixels``: ``{"inputs": [[784 numbers], ...]}``.
 
 These paths alternate in ``--rounds`` rounds of ``--calls`` calls each, so a load change on a
 shared machine hits all alike; their p50s give the ratios, printed with their targets. Then the
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=20, help="calls per path per round")
     p.add_argument("--requests", type=int, default=40, help="requests per client per load cell")
     p.add_argument("--seconds", type=float, default=20.0, help="wall-clock cap per load cell")
+    p.add_argument("--per-request", action="store_true",
+                   help="a new connection per request instead of keep-alive (for --workers > 1)")
     p.add_argument("--out", default=str(repo_root() / "bench_results"), help="folder for the JSON")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml (data, model)")
     return p.parse_args(argv)
@@ -102,13 +105,19 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 class Connection:
-    """One keep-alive HTTP connection to the scoring server, posting JSON bodies."""
+    """An HTTP client of the scoring server posting JSON bodies: one keep-alive connection, or
+    (``per_request``) a new connection per request, which uvicorn's multi-worker mode needs (it
+    leaves Nagle's algorithm on for kept-alive connections, uvicorn issue 3149)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, per_request: bool = False) -> None:
         parsed = urlparse(url)
-        self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
+        self.address, self.per_request = (parsed.hostname, parsed.port), per_request
+        self.conn = http.client.HTTPConnection(*self.address, timeout=120)
 
     def post(self, body: bytes) -> bytes:
+        if self.per_request:
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(*self.address, timeout=120)
         self.conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
         response = self.conn.getresponse()
         data = response.read()
@@ -153,8 +162,9 @@ def paired(calls: dict[str, Callable[[], Any]], rounds: int, n: int) -> dict[str
     return {name: percentiles(s) for name, s in seconds.items()}
 
 
-def _client(url: str, body: bytes, requests: int, deadline: float, out: list[float]) -> None:
-    conn = Connection(url)
+def _client(url: str, body: bytes, requests: int, deadline: float, out: list[float],
+            per_request: bool) -> None:
+    conn = Connection(url, per_request)
     try:
         for _ in range(requests):
             if time.monotonic() > deadline:
@@ -166,12 +176,14 @@ def _client(url: str, body: bytes, requests: int, deadline: float, out: list[flo
         conn.close()
 
 
-def load_cell(url: str, body: bytes, n_images: int, clients: int, requests: int,
-              seconds: float) -> dict[str, float]:
-    """``clients`` threads, each sending ``body`` up to ``requests`` times (``seconds`` cap)."""
+def load_cell(url: str, body: bytes, n_images: int, clients: int, args: argparse.Namespace
+              ) -> dict[str, float]:
+    """``clients`` threads, each sending ``body`` up to ``args.requests`` times (``args.seconds``
+    cap)."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
-    deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=_client, args=(url, body, requests, deadline, lat))
+    deadline = time.monotonic() + args.seconds
+    threads = [threading.Thread(target=_client, args=(url, body, args.requests, deadline, lat,
+                                                      args.per_request))
                for lat in latencies]
     start = time.perf_counter()
     for t in threads:
@@ -211,7 +223,7 @@ def run(args: argparse.Namespace, logged: Logged, tmp: Path) -> dict[str, Any]:
         startup = time.perf_counter() - start
         print(f"server ready {startup:.1f} s after start; paired paths, {args.rounds} rounds x "
               f"{args.calls} calls:", flush=True)
-        conn = Connection(server.url)
+        conn = Connection(server.url, args.per_request)
         pairs: dict[int, dict[str, dict[str, float]]] = {}
         for n, pixels in batches.items():
             check_answers(conn, bodies[n], np.asarray(model.predict(pixels)))
@@ -222,13 +234,13 @@ def run(args: argparse.Namespace, logged: Logged, tmp: Path) -> dict[str, Any]:
                       f"{row['p95_ms']:8.3f} ms, {n / row['p50_ms'] * 1e3:9.0f} images/s",
                       flush=True)
         conn.close()
-        print("load: concurrent clients, a keep-alive connection each:", flush=True)
+        how = "a new connection per request" if args.per_request else "a keep-alive connection each"
+        print(f"load: concurrent clients, {how}:", flush=True)
         cells: dict[str, Any] = {}
         for form in args.forms:
             for n in args.sizes:
                 for clients in args.clients:
-                    cell = load_cell(server.url, bodies[n][form], n, clients, args.requests,
-                                     args.seconds)
+                    cell = load_cell(server.url, bodies[n][form], n, clients, args)
                     cells[f"{form}/{n}/{clients}"] = {**cell, "body_kb": len(bodies[n][form]) / 1e3}
                     print(f"  {form:6} {n:4} images/request, {clients} client(s): "
                           f"{cell['images_per_s']:8.0f} images/s, p50 {cell['p50_ms']:7.1f} ms, "
@@ -255,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{load[1]:.2f} {load[2]:.2f}; {args.threads} torch thread(s) here and per server "
           f"worker, {args.workers} worker(s)", flush=True)
     report: dict[str, Any] = {"load_before": load, "argv": ["serve", *(argv or [])],
-                              "threads": args.threads, "workers": args.workers}
+                              "threads": args.threads, "workers": args.workers,
+                              "per_request": args.per_request}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
         report.update(run(args, logged_model(args.overrides, tmp), tmp))

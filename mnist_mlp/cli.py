@@ -91,4 +91,9 @@ def serve(cfg: DictConfig) -> None:
     print(f"Starting MLflow's scoring server for {cfg.model_uri} of {cfg.logger.tracking_uri} at "
           f"{url} ({workers}). Once GET {url}/ping answers, POST images to {url}/invocations "
           "(docs/serving.md). Ctrl-C stops it.", flush=True)
+    if int(cfg.workers) > 1:
+        print("note: with workers > 1, uvicorn leaves Nagle's algorithm on (uvicorn issue 3149): "
+              "each request on a kept-alive connection waits ~40 ms for a delayed ACK; clients "
+              "that open a connection per request do not (docs/serving.md).", file=sys.stderr,
+              flush=True)
     os.execve(command[0], command, env)
