@@ -162,8 +162,10 @@ def test_evaluate_py_records_mlflows_evaluation_beside_the_report(trained, tmp_p
     n, hits = confusion.sum(), np.diag(confusion)
     one_vs_rest = (n - confusion.sum(0) - confusion.sum(1) + 2 * hits) / n
     np.testing.assert_allclose(per_class["accuracy_score"], one_vs_rest, rtol=1e-12)
-    np.testing.assert_allclose(per_class["recall_score"],
-                               [report[str(k)]["recall"] for k in range(10)], rtol=1e-12)
+    for mlflow_key, key in (("recall_score", "recall"), ("precision_score", "precision"),
+                            ("f1_score", "f1-score")):  # these agree class by class
+        np.testing.assert_allclose(per_class[mlflow_key],
+                                   [report[str(k)][key] for k in range(10)], rtol=1e-12)
 
 
 def test_mlflow_evaluator_without_a_run_is_refused_before_any_work(tmp_path, capsys):
