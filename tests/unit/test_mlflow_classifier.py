@@ -123,9 +123,10 @@ def test_mlflow_evaluate_gives_the_reports_weighted_and_macro_numbers(trained):
 
     mlflow.set_tracking_uri(trained["uri"])
     report, uri = trained["report"], f"runs:/{trained['run_id']}/model"
-    mlflow.set_experiment("mlflow-evaluate")
+    # Not mlflow.set_experiment: that would bind this process's later runs to this experiment.
+    experiment_id = trained["client"].create_experiment("mlflow-evaluate")
     for average, config in (("weighted", None), ("macro", {"average": "macro"})):
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment_id):
             result = mlflow.models.evaluate(uri, trained["frame"], targets="label",
                                             model_type="classifier", evaluator_config=config)
         m, ref = result.metrics, report[f"{average} avg"]
