@@ -1,12 +1,14 @@
 """What each command does at the command line: checks first, one paragraph for a user error.
 
-``train.py``, ``evaluate.py`` and ``compare.py`` are Hydra apps that hand their config here. The
-work itself is ``runner.run``, ``evaluation.evaluate`` and ``tracking.comparison.compare_runs``,
-which tests and the benchmark call in-process.
+``train.py``, ``evaluate.py``, ``compare.py`` and ``serve.py`` are Hydra apps that hand their
+config here. The work itself is ``runner.run``, ``evaluation.evaluate``,
+``tracking.comparison.compare_runs`` and MLflow's scoring server (``tracking.serving``), which
+tests and the benchmark call in-process or start as a process.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +50,12 @@ def evaluate(cfg: DictConfig) -> float:
                 "Give exactly one of ckpt_path and run_id: `python evaluate.py ckpt_path=PATH.ckpt` "
                 "or `python evaluate.py run_id=<MLflow run id>`."
             )
+        if cfg.evaluate.mlflow_evaluator and not cfg.run_id:
+            raise UserError(
+                "evaluate.mlflow_evaluator=true scores the MLflow model that a training run logged, "
+                "and ckpt_path has none: give run_id=<training run id> instead, or leave "
+                "evaluate.mlflow_evaluator=false to test the checkpoint file."
+            )
         validation.resolve(cfg)
         results = evaluate_run(cfg) if cfg.run_id else evaluate(cfg.ckpt_path, cfg)
     print(f"Test set: average loss {results['test/loss']:.4f}, "
@@ -70,3 +78,24 @@ def compare(cfg: DictConfig) -> None:
           f"(artifacts {comparison.ARTIFACT_DIR}/).")
 
 
+
+
+def serve(cfg: DictConfig) -> None:
+    """``python serve.py model_uri=URI``: this process becomes MLflow's scoring server for the model."""
+    from mnist_mlp.tracking import serving
+
+    console.quiet_libraries()
+    with exit_on_user_error():
+        validation.resolve(cfg)
+        command, env = serving.prepare(cfg)
+    url = f"http://{cfg.host}:{cfg.port}"
+    workers = f"{cfg.workers} worker" + ("s" if int(cfg.workers) > 1 else "")
+    print(f"Starting MLflow's scoring server for {cfg.model_uri} of {cfg.logger.tracking_uri} at "
+          f"{url} ({workers}). Once GET {url}/ping answers, POST images to {url}/invocations "
+          "(docs/serving.md). Ctrl-C stops it.", flush=True)
+    if int(cfg.workers) > 1:
+        print("note: with workers > 1, uvicorn leaves Nagle's algorithm on (uvicorn issue 3149): "
+              "each request on a kept-alive connection waits ~40 ms for a delayed ACK; clients "
+              "that open a connection per request do not (docs/serving.md).", file=sys.stderr,
+              flush=True)
+    os.execve(command[0], command, env)

@@ -184,7 +184,9 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(
     assert "model.lr=0.05" in Path(overrides).read_text()
 
     mlflow.set_tracking_uri(store.tracking_uri)  # the served model: tests/test_run_outputs.py
-    probs = mlflow.pyfunc.load_model(f"runs:/{rid}/model").predict(np.zeros((3, 784)))
+    served = mlflow.pyfunc.load_model(f"runs:/{rid}/model")
+    assert served.predict(np.zeros((3, 784))).shape == (3,)  # one class per image
+    probs = served.predict(np.zeros((3, 784)), params={"output": "probabilities"}).filter(like="prob_")
     assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
     # evaluate.py run_id=...: the run's best checkpoint, the report in a new run nested under it.

@@ -4,7 +4,8 @@
 the latest sweep in the experiment; ``tracking.sweep.SweepComparison`` does it for the sweep that
 just ended. The numbers and files are ``mnist_mlp.report.comparison``'s. A sweep's comparison is
 logged as artifacts ``comparison/`` of its parent run; loose run ids get a new run
-(``mnist_mlp.role=compare``).
+(``mnist_mlp.role=compare``). Each run's registered model version, and which holds the alias
+``champion``, come from the registry (``tracking.registry``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from mnist_mlp.errors import UserError
 from mnist_mlp.report.comparison import RunPredictions, compare, read_predictions
 from mnist_mlp.report.comparison_files import write_comparison
+from mnist_mlp.tracking import registry
 from mnist_mlp.tracking.record import PARENT_TAG, ROLE_TAG, RUN_NAME_TAG, git_tags
 from mnist_mlp.tracking.store import get_run, open_store
 
@@ -76,7 +78,11 @@ def load(client: Any, run: Any, tmp: str) -> RunPredictions:
         ) from None
     index, label, pred = read_predictions(path)
     md5 = {k.removeprefix("data.md5."): v for k, v in run.data.tags.items() if k.startswith("data.md5.")}
-    return RunPredictions(rid, run.info.run_name or rid, index, label, pred, dict(run.data.params), md5)
+    version = next(iter(registry.run_versions(client, rid)), None)
+    registered = ({"registered_name": version.name, "registered_version": str(version.version),
+                   "champion": registry.CHAMPION in (version.aliases or [])} if version else {})
+    return RunPredictions(rid, run.info.run_name or rid, index, label, pred, dict(run.data.params),
+                          md5, **registered)
 
 
 def compare_runs(client: Any, experiment_id: str, run_ids: Sequence[str], out_dir: str | Path,

@@ -1,7 +1,8 @@
 """A Hydra multirun as one parent run in MLflow, its jobs nested under it, compared at the end.
 
-Two Hydra callbacks (``hydra.callbacks`` in ``conf/train.yaml``): ``SweepParentRun`` opens the
-parent before the jobs launch; ``SweepComparison`` compares the jobs' runs into it afterwards.
+Hydra callbacks (``hydra.callbacks`` in ``conf/train.yaml``): ``SweepParentRun`` opens the parent
+before the jobs launch; afterwards ``SweepChampion`` moves the registry alias ``champion`` to the
+best job's model version, and ``SweepComparison`` compares the jobs' runs into the parent.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp.errors import UserError, exit_on_user_error
-from mnist_mlp.tracking import comparison
+from mnist_mlp.tracking import comparison, registry
 from mnist_mlp.tracking.record import (
     PARENT_TAG,
     ROLE_TAG,
@@ -123,3 +124,39 @@ class SweepComparison(HydraCallback):
             log.warning("Sweep comparison skipped: %s", err)
         except Exception:  # noqa: BLE001
             log.exception("Sweep comparison failed; the sweep's runs are recorded as they are.")
+
+
+class SweepChampion(HydraCallback):
+    """Hydra callback: at the end of a multirun, alias ``champion`` on its best run's version.
+
+    Only with ``logger.registered_model_name`` (each run's model is then a version of it). Best
+    by ``optimized_metric`` in the direction of the best-checkpoint callback's ``mode``; the
+    parent run is tagged ``mnist_mlp.champion=models:/<name>/<version>``. Listed last in
+    ``conf/train.yaml``, so it ends first and the comparison already shows the alias. A failure
+    is logged, never raised: the sweep's runs are recorded.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        lcfg = config.get("logger")
+        name = lcfg.get("registered_model_name") if lcfg else None
+        if not name:
+            return
+        mode = OmegaConf.select(config, "callbacks.model_checkpoint.mode", default="max")
+        try:
+            client, experiment_id = comparison.store(lcfg)
+            parent = find_sweep_parent(client, experiment_id, str(config.hydra.sweep.dir))
+            if parent is None:
+                log.warning("No sweep parent run: alias %s not set.", registry.CHAMPION)
+                return
+            champion = registry.set_champion(
+                client, comparison.sweep_children(client, parent), name,
+                str(config.optimized_metric), mode, config.get("test_ckpt") == "best")
+            if champion is not None:
+                client.set_tag(parent.info.run_id, registry.CHAMPION_TAG, champion.uri)
+                log.info("Registered model %s: alias %s is version %s (run %s, %s %.4f); serve it "
+                         "with `make serve MODEL=models:/%s@%s`.", name, registry.CHAMPION,
+                         champion.version, champion.run_id, champion.metric, champion.score,
+                         name, registry.CHAMPION)
+        except Exception:  # noqa: BLE001
+            log.exception("Setting the %s alias failed; the sweep's runs are recorded as they are.",
+                          registry.CHAMPION)
