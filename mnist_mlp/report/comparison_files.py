@@ -183,7 +183,8 @@ def _runs_table(cmp: Comparison, digits: int) -> tuple[str, list[str], list[list
                  "gets right; p two-sided exact (binomial test of b out of b + c)"
                  + (", then Holm-corrected over the runs tested against the best." if tests > 1
                     else "."))
-    header = ["#", "run", "run id", *(["model version"] if versions else []), *cmp.keys, "accuracy", f"{level}% interval", "macro F1", *mcnemar]
+    header = ["#", "run", "run id", *(["model version"] if versions else []), *cmp.keys,
+              "accuracy", f"{level}% interval", "macro F1", *mcnemar]
     return note, header, rows
 
 
