@@ -92,6 +92,7 @@ def test_evaluate_names_the_checkpoint_and_the_run_it_came_from(trained):
     with open_dict(cfg):
         cfg.run_id = run.info.run_id
         cfg.report.dir = str(tmp / "eval" / "report")
+        cfg.evaluate = {"mlflow_evaluator": False}  # evaluate.py's group (conf/evaluate.yaml)
     evaluation.evaluate_run(cfg)
     items, saved = _header(tmp / "eval" / "report")
     ev = client.search_runs([run.info.experiment_id],
