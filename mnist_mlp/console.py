@@ -16,6 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
+
+from mnist_mlp import epochs
 
 _TIP = "💡 Tip:"  # Lightning's advertisements for its cloud products (litlogger, litmodels)
 
@@ -83,9 +86,22 @@ class EpochLines(ProgressBar):
         text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in sorted(metrics.items()))
         seconds = time.perf_counter() - self._epoch_start
-        of = f"/{trainer.max_epochs}" if (trainer.max_epochs or -1) > 0 else ""
-        print(f"Epoch {self._pending + 1}{of}: {text} ({seconds:.1f} s)", flush=True)
+        print(f"Epoch {epochs.of(trainer, self._pending)}: {text} ({seconds:.1f} s)", flush=True)
         self._pending = None
+
+
+class EpochBar(TQDMProgressBar):
+    """Lightning's tqdm bar, its epochs numbered from 1 and out of the total ("Epoch 3/30")."""
+
+    def on_train_epoch_start(self, trainer: Any, *_: Any) -> None:
+        # Lightning's own hook but for the name: it draws "Epoch 0" (a line of its own in a log)
+        # before anyone could rename it. Private: ``_leave``, Lightning's option for the bar.
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset()
+        self.train_progress_bar.total = convert_inf(self.total_train_batches)
+        self.train_progress_bar.initial = 0
+        self.train_progress_bar.set_description(f"Epoch {epochs.of(trainer)}")
 
 
 def display_callbacks(callbacks: Sequence[Callback], trainer_cfg: Mapping[str, Any]

@@ -18,6 +18,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mnist_mlp import epochs
 from mnist_mlp.atomic import write_atomic
 from mnist_mlp.errors import UserError
 
@@ -72,7 +73,7 @@ class StopOnNonFiniteLoss(Callback):
         resume = (f" The last good checkpoint is {last}: resume from it with a lower rate "
                   f"(python train.py ckpt_path={last} model.lr=...)." if last else "")
         raise UserError(
-            f"Training stopped in epoch {trainer.current_epoch} (step {trainer.global_step}): the "
+            f"Training stopped in epoch {epochs.of(trainer)} (step {trainer.global_step}): the "
             "training loss became NaN or infinite, so the weights are no longer usable. This "
             "usually means model.lr is too high for the optimizer; lower model.lr (the reference "
             f"uses 0.1 with SGD) and run again.{resume}"
@@ -112,7 +113,7 @@ class CheckpointOnInterrupt(Callback):
                 f"with:\n  python train.py ckpt_path={self.ckpt_path} "
                 f"hydra.run.dir={trainer.default_root_dir}" if last else "")
         print(
-            f"Training stopped by {what} in epoch {trainer.current_epoch} (step "
+            f"Training stopped by {what} in epoch {epochs.of(trainer)} (step "
             f"{trainer.global_step}). Saved the current state to {self.ckpt_path}.{hint}",
             file=sys.stderr, flush=True,
         )

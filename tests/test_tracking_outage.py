@@ -47,7 +47,7 @@ def _wait_for_first_epoch(client: MlflowClient, proc: subprocess.Popen) -> str:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        if runs and client.get_metric_history(runs[0].info.run_id, "val/acc"):
+        if runs and client.get_metric_history(runs[0].info.run_id, "acc/val"):
             return runs[0].info.run_id
         time.sleep(0.3)
     raise AssertionError(f"no epoch recorded: {proc.communicate(timeout=60)[1][-3000:]}")
