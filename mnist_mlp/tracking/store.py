@@ -11,12 +11,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mnist_mlp.errors import UserError
+from mnist_mlp.tracking.views import experiment_tags
 
 log = logging.getLogger(__name__)
 
 _BATCH = 100  # MLflow's limit of params/tags per log_batch call
-# MLflow 3's UI opens an experiment on its GenAI pages unless it is a model-training experiment.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def _fail_fast_settings(timeout: float) -> dict[str, str]:
@@ -75,7 +74,7 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
         if experiment is None:
             try:
                 return client, client.create_experiment(experiment_name, artifact_location,
-                                                        tags=EXPERIMENT_KIND)
+                                                        tags=experiment_tags())
             except MlflowException:  # created meanwhile by a job started beside this one
                 experiment = client.get_experiment_by_name(experiment_name)
                 if experiment is None:

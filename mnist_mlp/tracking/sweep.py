@@ -26,6 +26,7 @@ from mnist_mlp.tracking.record import (
     swept_keys,
 )
 from mnist_mlp.tracking.store import open_store, refusals_explained
+from mnist_mlp.tracking.views import ensure
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ class SweepParentRun(HydraCallback):
                 run = self.client.create_run(
                     experiment_id, run_name="sweep " + (" ".join(swept) or "(no swept keys)"),
                     tags=tags)
+        try:  # an experiment from before the saved view of the runs table gets it now
+            ensure(self.client, experiment_id)
+        except Exception as err:  # noqa: BLE001  (a view is not worth stopping a sweep for)
+            log.warning("The runs table's saved view was not set on the experiment: %s", err)
         self.run_id = run.info.run_id
         atexit.register(self._end_if_open)
 
