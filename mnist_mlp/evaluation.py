@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from mnist_mlp import checkpoint, config, console, report
 from mnist_mlp.report import history
-from mnist_mlp.tracking.evaluation import evaluation_run
+from mnist_mlp.tracking.evaluation import EvaluationRun, evaluation_run
 
 
 def evaluate(ckpt_path: str, cfg: DictConfig) -> dict[str, float]:
@@ -49,8 +49,9 @@ def checkpoint_hyperparameters(ckpt_path: str, ckpt: dict[str, Any]) -> dict[str
     }
 
 
-def evaluate_run(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate a tracked run's best checkpoint; the report goes to a new run nested under it.
+def evaluate_run(cfg: DictConfig) -> tuple[dict[str, float], EvaluationRun]:
+    """Evaluate a tracked run's best checkpoint; the report goes to a new run nested under it
+    (returned with the metrics).
 
     A new run rather than the original one: the training run stays exactly as it was recorded.
     """
@@ -58,5 +59,4 @@ def evaluate_run(cfg: DictConfig) -> dict[str, float]:
     with evaluation_run(str(cfg.run_id), cfg.logger, Path(report_dir).parent / "checkpoint") as ev:
         results = evaluate(str(ev.ckpt_path), cfg)
         ev.log_report(report_dir, results)
-    print(f"Recorded in MLflow run {ev.run_id} (nested under {cfg.run_id}).")
-    return results
+    return results, ev

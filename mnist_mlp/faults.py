@@ -7,8 +7,11 @@ What Lightning lacks is written here, each class saying why.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ from mnist_mlp.errors import UserError
 
 #: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
 SIGTERM_EXIT = 143
+#: What a full disk (or a full quota) raises.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def is_interrupt(exception: BaseException) -> bool:
@@ -164,3 +169,55 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda f: torch.save(checkpoint, f))
+
+
+def no_space(error: BaseException) -> OSError | None:
+    """The "no space left" ``OSError`` behind ``error``, if any.
+
+    ``torch.save`` reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]
+    ... unexpected pos``, raised while the file's ``OSError`` was being handled: the cause is then
+    the error's context, not ``error`` itself.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextlib.contextmanager
+def disk_full_explained(folder: str | os.PathLike, command: str = "train.py",
+                        what_is_kept: Callable[[], str] | None = None) -> Iterator[None]:
+    """Inside the block, a full disk becomes a ``UserError`` naming the folder and what to do.
+
+    A full disk is the user's to fix (free space, or write elsewhere), so it gets the one paragraph
+    and exit status 2 rather than a traceback. ``what_is_kept``: a sentence on what was saved
+    before (the checkpoints, how to resume), asked for when the disk is full. Everything else
+    passes through unchanged.
+    """
+    try:
+        yield
+    except Exception as err:
+        full = no_space(err)
+        if full is None:
+            raise
+        where = f" while writing {full.filename}" if full.filename else ""
+        raise UserError(
+            f"The disk holding {folder} is full: OSError: [Errno {full.errno}] "
+            f"{os.strerror(full.errno)}{where}. Free space there, or write the outputs to another "
+            f"disk (python {command} ... hydra.run.dir=<a folder with room>), and run again."
+            f"{' ' + what_is_kept() if what_is_kept else ''}"
+        ) from None
+
+
+def kept_checkpoints(folder: str | os.PathLike) -> str:
+    """What a stopped run keeps in its checkpoint ``folder``, and how to resume from it."""
+    ckpts = sorted(p.name for p in Path(folder).glob("*.ckpt")) if Path(folder).is_dir() else []
+    if not ckpts:
+        return "No checkpoint had been saved."
+    last = Path(folder) / "last.ckpt"
+    resume = (f" Once there is room, resume with: python train.py ckpt_path={last} "
+              f"hydra.run.dir={Path(folder).parent}" if last.is_file() else "")
+    return f"The checkpoints saved before are intact in {folder} ({', '.join(ckpts)}).{resume}"

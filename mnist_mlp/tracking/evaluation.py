@@ -30,6 +30,7 @@ class EvaluationRun:
     client: Any
     run_id: str
     ckpt_path: Path
+    experiment_id: str = ""
 
     def log_report(self, report_dir: str | os.PathLike | None,
                    metrics: Mapping[str, float] | None = None) -> None:
@@ -74,6 +75,6 @@ def evaluation_run(run_id: str, logger_cfg: Mapping[str, Any],
     with refusals_explained(uri, logger_cfg["experiment_name"], where):
         run = client.create_run(source.info.experiment_id, tags=tags)
     client.log_param(run.info.run_id, "source_checkpoint", f"runs:/{run_id}/{CKPT_DIR}/{ckpt.name}")
-    ev = EvaluationRun(client, run.info.run_id, ckpt)
+    ev = EvaluationRun(client, run.info.run_id, ckpt, experiment_id=source.info.experiment_id)
     with ending(client, ev.run_id):
         yield ev

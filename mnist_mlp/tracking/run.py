@@ -67,17 +67,18 @@ class TrackedRun:
     logger: Any | None
     client: Any = None
     run_id: str | None = None
+    experiment_id: str | None = None
 
     def start(self) -> None:
         """Check the store, create the run with its name and tags, log params and config files."""
         if self.logger is None:
             return
         lcfg = self.cfg.logger
-        self.client, experiment_id = open_store(
+        self.client, self.experiment_id = open_store(
             lcfg.tracking_uri, lcfg.experiment_name, lcfg.get("artifact_location")
         )
         tags = {ROLE_TAG: "train", **git_tags(), **self._data_tags(), **self._sweep_tags(
-            experiment_id)}
+            self.experiment_id)}
         self.logger.tags = {**tags, **(self.logger.tags or {})}
         self.logger.owned = True  # ended by tracked_run's ``ending``, not after fit (tracking.logger)
         with refusals_explained(lcfg.tracking_uri, lcfg.experiment_name):

@@ -15,6 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
+from mnist_mlp import console
 from mnist_mlp.errors import UserError, exit_on_user_error
 from mnist_mlp.tracking import comparison
 from mnist_mlp.tracking.record import (
@@ -101,7 +102,8 @@ class SweepParentRun(HydraCallback):
 
 
 class SweepComparison(HydraCallback):
-    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run.
+    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run, and
+    end the sweep's output with its summary (the best run, ``comparison.html``, the parent run).
 
     Listed after ``mlflow_sweep`` in ``conf/train.yaml``: Hydra calls ``on_multirun_end`` in reverse
     order, so this runs while the parent is still open. A failure here is logged, never raised:
@@ -120,10 +122,11 @@ class SweepComparison(HydraCallback):
                 log.warning("No sweep parent run tagged %s=%s: comparison skipped.", SWEEP_DIR_TAG,
                             sweep_dir)
                 return
-            target, files = comparison.compare_runs(
+            compared = comparison.compare_runs(
                 client, experiment_id, [parent.info.run_id], Path(sweep_dir) / comparison.ARTIFACT_DIR,
                 config.report.digits)
-            log.info("Sweep comparison in %s, logged to run %s", files["comparison.html"], target)
+            console.summary([("Sweep", f"{parent.info.run_name} in {sweep_dir}"),
+                             *compared.summary(str(lcfg.tracking_uri), experiment_id)])
         except UserError as err:
             log.warning("Sweep comparison skipped: %s", err)
         except Exception:  # noqa: BLE001
