@@ -108,7 +108,9 @@ class CheckpointOnInterrupt(Callback):
                      BaseException) -> None:
         if not is_interrupt(exception):
             return
-        trainer.save_checkpoint(self.ckpt_path)  # every rank (a barrier); rank 0 writes
+        # Every rank (a barrier); rank 0 writes. The full state, to resume from (saying so keeps
+        # Lightning from logging that it chose it).
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         if not trainer.is_global_zero:
             return
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"

@@ -59,9 +59,11 @@ class MnistLitModule(L.LightningModule):
         self.train_metrics = train_metrics
         self.net = instantiate(self.hparams.net)
         self._forward = torch.compile(self.net) if compile else self.net
+        if not compile:  # one image: Lightning's model summary counts the FLOPs per image with it
+            self.example_input_array = torch.zeros(1, int(self.hparams.net.get("in_features", 784)))
         self.train_totals = fused.TrainTotals()  # updated once per epoch from the device sums
         self.fused_step: fused.EagerStep | None = None  # built at train start (needs the optimizer)
-        self.scheduler_monitor = "val/loss"  # what ReduceLROnPlateau reads (configure_optimizers)
+        self.scheduler_monitor = epochs.VAL_LOSS  # what ReduceLROnPlateau reads (configure_optimizers)
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_metrics = TestMetrics(num_classes)  # names: see mnist_mlp.metrics
