@@ -156,7 +156,8 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
     base = [sys.executable, str(ROOT / "compare.py"), f"hydra.run.dir={tmp_path}/compare",
             *store_overrides(tmp_path)[:2]]
     done = subprocess.run(base, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0 and f"logged to MLflow run {parent.info.run_id}" in done.stdout, done.stderr
+    assert done.returncode == 0 and f"/runs/{parent.info.run_id}?" in done.stdout, done.stderr
+    assert f"Comparison: {tmp_path}/compare/comparison/comparison.html" in done.stdout
 
     # compare.py with loose run ids: a new comparison run; then a run with other test data: refused.
     ids = [j.info.run_id for j in jobs]

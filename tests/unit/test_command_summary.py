@@ -16,23 +16,20 @@ ITEMS = [("Test set", "accuracy 0.9812"), ("Report", "/o/report/report.html"),
          ("MLflow run", "http://127.0.0.1:5000/#/experiments/1/runs/abc")]
 
 
-class _Stream(io.StringIO):
-    def __init__(self, tty: bool) -> None:
-        super().__init__()
-        self._tty = tty
-
-    def isatty(self) -> bool:
-        return self._tty
+def _stream(tty: bool) -> io.StringIO:
+    out = io.StringIO()
+    out.isatty = lambda: tty  # a terminal, or a file / CI log
+    return out
 
 
 def test_off_a_terminal_the_summary_is_one_plain_line_per_item():
-    out = _Stream(tty=False)
+    out = _stream(tty=False)
     console.summary(ITEMS, out)
     assert out.getvalue().splitlines() == [f"{label}: {text}" for label, text in ITEMS]
 
 
 def test_on_a_terminal_the_labels_are_aligned_and_bold_and_still_one_line_each():
-    out = _Stream(tty=True)
+    out = _stream(tty=True)
     console.summary(ITEMS, out)
     lines = out.getvalue().splitlines()
     assert lines[0] == "" and len(lines) == 1 + len(ITEMS)
