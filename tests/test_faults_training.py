@@ -49,6 +49,7 @@ def test_signal_saves_checkpoints_and_exits_promptly(synthetic_mnist, tmp_path, 
     assert proc.returncode == (143 if sig == signal.SIGTERM else 1), err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     assert "Training stopped by" in err and "ckpt_path=" in err and "hydra.run.dir=" in err
+    assert "weights_only" not in err  # Lightning's note on how the interrupt checkpoint was saved
     for name in ("last.ckpt", "interrupted.ckpt"):
         ckpt = torch.load(ckpts / name, map_location="cpu", weights_only=True)
         assert "state_dict" in ckpt and "RngStateInCheckpoint" in ckpt["callbacks"]
