@@ -80,8 +80,9 @@ def checkpoint_weights(ckpt_path: str, ckpt: dict[str, Any],
                                 monitor=monitor, score=score, source_run=source_run)
 
 
-def evaluate_run(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate a tracked run's best checkpoint; the report goes to a new run nested under it.
+def evaluate_run(cfg: DictConfig) -> tuple[dict[str, float], EvaluationRun]:
+    """Evaluate a tracked run's best checkpoint; the report goes to a new run nested under it
+    (returned with the metrics).
 
     A new run rather than the original one: the training run stays exactly as it was recorded.
     MLflow's evaluator scores the run's logged model on the same test set, in the same new run.
@@ -100,5 +101,4 @@ def evaluate_run(cfg: DictConfig) -> dict[str, float]:
                                         module.net.who.out_features)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items()) if k.endswith("_score"))
             print(f"MLflow's evaluator ({settings.get('average', 'weighted')} averages): {shown}")
-    print(f"Recorded in MLflow run {ev.run_id} (nested under {cfg.run_id}).")
-    return results
+    return results, ev

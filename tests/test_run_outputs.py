@@ -65,8 +65,8 @@ def test_the_log_of_a_run_is_short_and_says_only_what_matters(run):
         assert noise not in log, noise
     epoch_lines = [line for line in lines if line.startswith("Epoch ")]
     assert [line.split(":")[0] for line in epoch_lines] == [f"Epoch {e}/{EPOCHS}" for e in (1, 2)]
-    history = run["client"].get_metric_history(run["run"].info.run_id, "val/acc")
-    assert f"val/acc {history[-1].value:.4f}" in epoch_lines[-1]  # the epoch's logged value
+    history = run["client"].get_metric_history(run["run"].info.run_id, "acc/val")
+    assert f"acc/val {history[-1].value:.4f}" in epoch_lines[-1]  # the epoch's logged value
     assert "Total params" in log  # the model summary, once
     assert log.count("Total params") == 1
 

@@ -98,14 +98,14 @@ def test_a_search_through_joblib_records_its_trials_and_the_study(search, tmp_pa
         assert run.data.tags["optuna.state"] == "COMPLETE" and run.data.tags["optuna.study"] == name
         assert float(run.data.params["model.lr"]) == trial.params["model.lr"]
         assert int(run.data.params["data.batch_size"]) == trial.params["data.batch_size"]
-        assert run.data.metrics["val/acc"] == pytest.approx(trial.value)
+        assert run.data.metrics["acc/val"] == pytest.approx(trial.value)
         assert "report/classification_report.json" in artifacts(search.client, run.info.run_id)
     # Two at a time: each batch's second trial started before its first ended.
     for first, second in ((0, 1), (2, 3)):
         assert runs[second].info.start_time < runs[first].info.end_time
 
     best = study.best_trial
-    assert parent.data.metrics["best/val/acc"] == best.value
+    assert parent.data.metrics["best/acc/val"] == best.value
     assert {k.removeprefix("best."): v for k, v in parent.data.params.items()} == {
         k: str(v) for k, v in best.params.items()}
     assert parent.data.tags["optuna.best_trial"] == str(best.number)
@@ -169,7 +169,7 @@ def test_a_trial_with_a_hopeless_learning_rate_is_pruned_and_still_tested(search
     assert set(lrs.values()) == {0.000001, 0.2}, lrs  # the seed gives both
     for trial in study.trials:
         run, hopeless = runs[trial.number], lrs[trial.number] < 0.01
-        epochs = len(search.client.get_metric_history(run.info.run_id, "val/acc"))
+        epochs = len(search.client.get_metric_history(run.info.run_id, "acc/val"))
         assert trial.state == (TrialState.PRUNED if hopeless else TrialState.COMPLETE)
         assert run.data.tags["optuna.state"] == trial.state.name
         assert epochs == (1 if hopeless else 2)  # stopped after the first epoch

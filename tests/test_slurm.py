@@ -194,7 +194,7 @@ def _requeue_after_first_epoch(slurm: Any, sweep: Sweep, proc: subprocess.Popen)
 
 def _cancel_when_validated(slurm: Any, sweep: Sweep, num: int, proc: subprocess.Popen) -> None:
     _wait(f"validated epoch of job #{num}", lambda: sweep.submitted() and any(
-        "val/acc" in r.data.metrics for n, r in sweep.job_runs().items() if n == num), proc)
+        "acc/val" in r.data.metrics for n, r in sweep.job_runs().items() if n == num), proc)
     job = sweep.slurm_job(num)
     slurm.run("scancel", job)
     _wait("end of the cancelled job", lambda: slurm.state(job) == "CANCELLED", proc)
@@ -258,7 +258,7 @@ def test_a_requeued_job_resumes_its_own_run_and_ends_as_an_uninterrupted_one(swe
     stopped = "".join(p.read_text() for p in job_folder.glob("*_log.*"))
     assert STOPPED_BY[num] in stopped, stopped[-3000:]
     assert stopped.count("`Trainer.fit` stopped") == 1, stopped[-3000:]  # only the restart ended fit
-    for key in ("test/acc", "test/loss", "val/acc", "train/loss"):
+    for key in ("test/acc", "test/loss", "acc/val", "loss/train"):
         assert requeued.data.metrics[key] == reference.data.metrics[key], key
     ours, theirs = (torch.load(sweep.dir / str(n) / "checkpoints" / "last.ckpt", map_location="cpu",
                                weights_only=True)["state_dict"] for n in (num, 0))
@@ -278,7 +278,7 @@ def test_a_sweep_with_unfinished_jobs_ends_and_reports_each_in_one_line(troubled
     nan, cancelled = lines
     runs = sweep.job_runs()
     assert "(lr=1e+30), Slurm job " in nan and "FAILED (MLflow run " in nan
-    assert f"{runs[1].info.run_id} FAILED): Training stopped in epoch 0" in nan
+    assert f"{runs[1].info.run_id} FAILED): Training stopped in epoch 1/" in nan
     assert "NaN or infinite" in nan and ". Log: " in nan
     assert "(lr=0.1), Slurm job " in cancelled
     assert f"ended CANCELLED (MLflow run {runs[2].info.run_id} KILLED). Log: " in cancelled

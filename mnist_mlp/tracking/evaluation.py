@@ -37,6 +37,7 @@ class EvaluationRun:
     source_run_id: str = ""  # the evaluated (training) run
     url: str | None = None  # the new run's page (``ui.run_url``)
     store: str | None = None  # its tracking URI
+    experiment_id: str = ""  # the experiment both runs are in
 
     def log_report(self, report_dir: str | os.PathLike | None,
                    metrics: Mapping[str, float] | None = None) -> None:
@@ -125,6 +126,7 @@ def evaluation_run(run_id: str, logger_cfg: Mapping[str, Any], dst: str | os.Pat
         run = client.create_run(source.info.experiment_id, tags=tags)
     client.log_param(run.info.run_id, "source_checkpoint", f"runs:/{run_id}/{CKPT_DIR}/{ckpt.name}")
     ev = EvaluationRun(client, run.info.run_id, ckpt, run_id,
-                       run_url(uri, source.info.experiment_id, run.info.run_id), uri)
+                       run_url(uri, source.info.experiment_id, run.info.run_id), uri,
+                       experiment_id=source.info.experiment_id)
     with ending(client, ev.run_id):
         yield ev

@@ -16,6 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp import console
 from mnist_mlp.errors import UserError, exit_on_user_error
 from mnist_mlp.tracking import comparison, registry
 from mnist_mlp.tracking.record import (
@@ -27,6 +28,7 @@ from mnist_mlp.tracking.record import (
     swept_keys,
 )
 from mnist_mlp.tracking.store import open_store, refusals_explained
+from mnist_mlp.tracking.views import ensure
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,10 @@ class SweepParentRun(HydraCallback):
                 run = self.client.create_run(
                     experiment_id, run_name="sweep " + (" ".join(swept) or "(no swept keys)"),
                     tags=tags)
+        try:  # an experiment from before the saved view of the runs table gets it now
+            ensure(self.client, experiment_id)
+        except Exception as err:  # noqa: BLE001  (a view is not worth stopping a sweep for)
+            log.warning("The runs table's saved view was not set on the experiment: %s", err)
         self.run_id = run.info.run_id
         atexit.register(self._end_if_open)
 
@@ -97,7 +103,8 @@ class SweepParentRun(HydraCallback):
 
 
 class SweepComparison(HydraCallback):
-    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run.
+    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run, and
+    end the sweep's output with its summary (the best run, ``comparison.html``, the parent run).
 
     Listed after ``mlflow_sweep`` in ``conf/train.yaml``: Hydra calls ``on_multirun_end`` in reverse
     order, so this runs while the parent is still open. A failure here is logged, never raised:
@@ -116,10 +123,11 @@ class SweepComparison(HydraCallback):
                 log.warning("No sweep parent run tagged %s=%s: comparison skipped.", SWEEP_DIR_TAG,
                             sweep_dir)
                 return
-            target, files = comparison.compare_runs(
+            compared = comparison.compare_runs(
                 client, experiment_id, [parent.info.run_id], Path(sweep_dir) / comparison.ARTIFACT_DIR,
                 config.report.digits)
-            log.info("Sweep comparison in %s, logged to run %s", files["comparison.html"], target)
+            console.summary([("Sweep", f"{parent.info.run_name} in {sweep_dir}"),
+                             *compared.summary(str(lcfg.tracking_uri), experiment_id)])
         except UserError as err:
             log.warning("Sweep comparison skipped: %s", err)
         except Exception:  # noqa: BLE001

@@ -53,8 +53,8 @@ def sweep(tmp_path_factory):
 
 
 def _best_run(client, jobs):
-    """The job with the highest val/acc at any epoch (its model holds that best checkpoint)."""
-    scores = [max(m.value for m in client.get_metric_history(j.info.run_id, "val/acc"))
+    """The job with the highest acc/val at any epoch (its model holds that best checkpoint)."""
+    scores = [max(m.value for m in client.get_metric_history(j.info.run_id, "acc/val"))
               for j in jobs]
     assert len(set(scores)) == len(scores), scores  # a real choice, not a tie
     return jobs[int(np.argmax(scores))]
