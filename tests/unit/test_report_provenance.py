@@ -56,7 +56,8 @@ def trained(tmp_path_factory):
 def test_a_training_report_names_its_run_code_data_and_best_checkpoint(trained):
     tmp, _, md5s, store, _, run = trained
     items, saved = _header(tmp / "out" / "report")
-    url = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    url = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+           "?workflowType=machine_learning")
     assert items[0] == (f"Run: MLflow run {run.info.run_id}, {url} (while `mlflow ui "
                         f"--backend-store-uri {store}` serves the store)")
     assert saved["run_id"] == run.info.run_id and saved["run_url"] == url
@@ -139,8 +140,10 @@ def test_tested_weights_say_which_and_why(weights, text):
 
 
 @pytest.mark.parametrize(("store", "page", "serve"), [
-    ("http://127.0.0.1:5123/", "http://127.0.0.1:5123/#/experiments/7/runs/abc", None),
-    ("sqlite:////x/mlflow.db", "http://127.0.0.1:5000/#/experiments/7/runs/abc",
+    ("http://127.0.0.1:5123/",
+     "http://127.0.0.1:5123/#/experiments/7/runs/abc?workflowType=machine_learning", None),
+    ("sqlite:////x/mlflow.db",
+     "http://127.0.0.1:5000/#/experiments/7/runs/abc?workflowType=machine_learning",
      "mlflow ui --backend-store-uri sqlite:////x/mlflow.db"),
 ])
 def test_the_run_address_is_its_page_on_the_server_or_the_local_ui(store, page, serve):
