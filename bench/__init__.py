@@ -26,4 +26,7 @@ Modules, one job each: ``common`` (config, clocks), ``loops`` (the bare loops), 
 alternating epoch timing), ``profile`` (the layer profile), ``process`` (a whole process measured
 from outside, its MLflow runs read back), ``cost`` (the fixed-cost rounds and the sweep's
 memory), ``cli`` (arguments, printing order, the JSON of the figures).
+
+``python -m bench serve`` (``serve``) times MLflow's scoring server instead, beside in-process
+``predict`` and the bare forward pass (docs/serving.md).
 """

@@ -2,7 +2,8 @@
 
 ``evaluate(ckpt_path, cfg)`` is the core (a caller that first fetches a checkpoint, e.g. from an
 MLflow run, calls it with the local path); ``evaluate_run`` does that for a tracked run and records
-the report in a new MLflow run; ``python evaluate.py`` runs them (``mnist_mlp.cli.evaluate``).
+the report in a new MLflow run, with MLflow's own evaluation of the run's logged model when
+``evaluate.mlflow_evaluator`` is true; ``python evaluate.py`` runs them (``mnist_mlp.cli.evaluate``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp import checkpoint, config, console, report
 from mnist_mlp.report import history
@@ -23,6 +24,12 @@ def evaluate(ckpt_path: str, cfg: DictConfig, run: EvaluationRun | None = None) 
 
     ``run``: the MLflow run recording this evaluation (``evaluate_run``); none: not tracked.
     """
+    return _test(ckpt_path, cfg, run)[0]
+
+
+def _test(ckpt_path: str, cfg: DictConfig, run: EvaluationRun | None = None
+          ) -> tuple[dict[str, float], Any, Any]:
+    """``evaluate``'s metrics, and the data module and module it tested."""
     settings = config.build(cfg.report, "report")
     allowed = cfg.get("allowed_targets") or checkpoint.DEFAULT_ALLOWED
     module, ckpt = checkpoint.load_module(ckpt_path, list(allowed))
@@ -41,7 +48,7 @@ def evaluate(ckpt_path: str, cfg: DictConfig, run: EvaluationRun | None = None) 
                             checkpoint_hyperparameters(ckpt),
                             images=datamodule.test_images(), history=history.from_checkpoint(ckpt),
                             provenance=where)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}, datamodule, module
 
 
 def checkpoint_hyperparameters(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -73,14 +80,25 @@ def checkpoint_weights(ckpt_path: str, ckpt: dict[str, Any],
                                 monitor=monitor, score=score, source_run=source_run)
 
 
-def evaluate_run(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate a tracked run's best checkpoint; the report goes to a new run nested under it.
+def evaluate_run(cfg: DictConfig) -> tuple[dict[str, float], EvaluationRun]:
+    """Evaluate a tracked run's best checkpoint; the report goes to a new run nested under it
+    (returned with the metrics).
 
     A new run rather than the original one: the training run stays exactly as it was recorded.
+    MLflow's evaluator scores the run's logged model on the same test set, in the same new run.
     """
+    from mnist_mlp.tracking.model import evaluation_frame
+
     report_dir = str(cfg.report.dir)
-    with evaluation_run(str(cfg.run_id), cfg.logger, Path(report_dir).parent / "checkpoint") as ev:
-        results = evaluate(str(ev.ckpt_path), cfg, ev)
+    mlflow_evaluator = bool(cfg.evaluate.mlflow_evaluator)
+    with evaluation_run(str(cfg.run_id), cfg.logger, Path(report_dir).parent / "checkpoint",
+                        needs_model=mlflow_evaluator) as ev:
+        results, datamodule, module = _test(str(ev.ckpt_path), cfg, ev)
         ev.log_report(report_dir, results)
-    print(f"Recorded in MLflow run {ev.run_id} (nested under {cfg.run_id}).")
-    return results
+        if mlflow_evaluator:
+            settings = OmegaConf.to_container(cfg.evaluate.evaluator_config, resolve=True)
+            scores = ev.mlflow_evaluate(evaluation_frame(datamodule), settings,
+                                        module.net.who.out_features)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items()) if k.endswith("_score"))
+            print(f"MLflow's evaluator ({settings.get('average', 'weighted')} averages): {shown}")
+    return results, ev

@@ -7,6 +7,8 @@ benchmarks drive the same code in-process.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -34,8 +36,24 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     return datamodule, model, trainer
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What a training run leaves: its metrics, its report folder and its MLflow run (if tracked)."""
+
+    results: dict[str, float]
+    report_dir: Path
+    tracking_uri: str | None = None
+    experiment_id: str | None = None
+    run_id: str | None = None
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the fit and test metrics as floats."""
+    return train(cfg).results
+
+
+def train(cfg: DictConfig) -> Trained:
+    """Fit and test; the metrics, and where the report and the MLflow run are (``cli.train``)."""
     clock = PhaseClock()
     console.quiet_libraries()
     settings = config.build(cfg.report, "report")  # a typo there must not cost a training run
@@ -56,7 +74,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         clock.mark("tracking_outputs")
         log.info("Time: %s", clock.summary())
         tracked.log_timings(clock.metrics())
-    return results
+    return Trained(results, Path(settings.dir), cfg.logger.tracking_uri if tracked.run_id else None,
+                   tracked.experiment_id, tracked.run_id)
 
 
 def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer,
@@ -71,9 +90,7 @@ def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Traine
     written = test_and_report(cfg, datamodule, model, trainer, settings, tracked)
     clock.mark("test_and_report")
     results = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
-    log.info("Test loss %.4f, accuracy %.4f", results["test/loss"], results["test/acc"])
-    if trainer.is_global_zero:
-        print(f"Test set: average loss {results['test/loss']:.4f}, accuracy {results['test/acc']:.4f}")
+    results.pop("step", None)  # the MLflow step the module logs with its metrics (module)
     return results, written
 
 

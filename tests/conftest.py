@@ -103,3 +103,24 @@ def team_server(tmp_path_factory):
                                         pg.client_env()) as server:
             server.user = server.create_user("alice")
             yield server
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A single-node Slurm cluster on 127.0.0.1 (tests/slurm_cluster.py), one per test session.
+
+    Yields the cluster: ``.env`` (the environment with its ``SLURM_CONF``) for train.py and every
+    Slurm command, ``.run(...)`` for those commands, ``.partition``. Its daemons stop, and its
+    folder goes, when the session ends, also after a failure or when pytest gets SIGTERM.
+    """
+    import servers
+    import slurm_cluster
+
+    absent = slurm_cluster.missing()
+    if absent:
+        pytest.skip(f"Slurm is not installed (no {', '.join(absent)}): "
+                    "`apt-get install slurm-wlm munge` (.ci/run does)")
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster runs munged, slurmctld and slurmd as root; run as root")
+    with servers.stopped_on_sigterm(), slurm_cluster.slurm_cluster() as cluster:
+        yield cluster

@@ -33,12 +33,13 @@ def cli_overrides(data_dir: Path, md5s: dict, tmp_path: Path) -> list[str]:
     return [*data_overrides(data_dir, md5s), *store_overrides(tmp_path), *quiet()]
 
 
-def compose_job(*overrides: str, out: Path | None = None) -> DictConfig:
-    """The job config train.py would get (no ``hydra`` key), outputs under ``out``."""
+def compose_job(*overrides: str, out: Path | None = None, config_name: str = "train") -> DictConfig:
+    """The job config train.py (or ``config_name``'s command) would get (no ``hydra`` key),
+    outputs under ``out`` (train only)."""
     where = [] if out is None else [f"callbacks.model_checkpoint.dirpath={out}/checkpoints",
                                     f"trainer.default_root_dir={out}", f"report.dir={out}/report"]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*where, *overrides], return_hydra_config=True)
+        cfg = compose(config_name, overrides=[*where, *overrides], return_hydra_config=True)
     HydraConfig().set_config(cfg)
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
 

@@ -9,7 +9,8 @@ from lightning.pytorch.callbacks import Callback
 
 
 class SleepAtEpochEnd(Callback):
-    """Sleeps ``seconds`` after each epoch; after the last one, also waits while ``hold`` exists."""
+    """Sleeps ``seconds`` after each epoch; after the last one, also waits while ``hold`` exists
+    (and no SIGTERM came: a held job stops as training does)."""
 
     def __init__(self, seconds: float, hold: str | None = None) -> None:
         self.seconds, self.hold = seconds, Path(hold) if hold else None
@@ -18,5 +19,6 @@ class SleepAtEpochEnd(Callback):
         time.sleep(self.seconds)
         deadline = time.monotonic() + 300
         last = trainer.current_epoch == trainer.max_epochs - 1
-        while last and self.hold is not None and self.hold.exists() and time.monotonic() < deadline:
+        while (last and self.hold is not None and self.hold.exists() and not trainer.received_sigterm
+               and time.monotonic() < deadline):
             time.sleep(0.2)

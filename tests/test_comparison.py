@@ -132,9 +132,9 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
         y, probs = table[:, 1].astype(int), table[:, 3:]
         assert job.data.metrics["test/auroc_macro"] == pytest.approx(
             roc_auc_score(y, probs, multi_class="ovr", labels=LABELS), abs=1e-6)
-        history = client.get_metric_history(job.info.run_id, "val/acc")
+        history = client.get_metric_history(job.info.run_id, "acc/val")
         curves = _csv_rows(f"{folder}/learning_curves.csv")
-        assert [float(r["val/acc"]) for r in curves] == pytest.approx(
+        assert [float(r["acc/val"]) for r in curves] == pytest.approx(
             [m.value for m in sorted(history, key=lambda m: m.step)])
     comparison = client.download_artifacts(parent.info.run_id, "comparison", str(tmp_path / "cmp"))
     assert {"comparison.csv", "comparison.md", "comparison.html", "f1_heatmap.png"} <= set(
@@ -156,7 +156,8 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
     base = [sys.executable, str(ROOT / "compare.py"), f"hydra.run.dir={tmp_path}/compare",
             *store_overrides(tmp_path)[:2]]
     done = subprocess.run(base, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0 and f"logged to MLflow run {parent.info.run_id}" in done.stdout, done.stderr
+    assert done.returncode == 0 and f"/runs/{parent.info.run_id}?" in done.stdout, done.stderr
+    assert f"Comparison: {tmp_path}/compare/comparison/comparison.html" in done.stdout
 
     # compare.py with loose run ids: a new comparison run; then a run with other test data: refused.
     ids = [j.info.run_id for j in jobs]

@@ -125,7 +125,7 @@ def test_data_dir_that_is_a_file_stops_train_py_with_one_paragraph(tmp_path):
                        cwd=tmp_path)
     assert_one_paragraph(result, str(not_a_dir), "data.data_dir")
     assert not_a_dir.read_bytes() == b"not a folder"
-    assert "Epoch 0" not in result.stdout + result.stderr
+    assert "Epoch 1" not in result.stdout + result.stderr
 
 
 def test_label_out_of_range_stops_train_py_and_files_stay(tmp_path):

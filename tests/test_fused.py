@@ -44,7 +44,7 @@ def _assert_same_training(a, b):
     for key, value in model_a.state_dict().items():
         assert torch.equal(value, model_b.state_dict()[key]), key  # bitwise, BatchNorm stats too
     assert trainer_a.global_step == trainer_b.global_step
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+    for key in ("loss/train", "acc/train", "loss/val", "acc/val"):
         assert torch.equal(trainer_a.callback_metrics[key], trainer_b.callback_metrics[key]), key
 
 
@@ -59,7 +59,7 @@ def test_k_steps_per_iteration_give_bitwise_the_weights_and_metrics_of_one(synth
 
 
 def test_train_metrics_equal_an_independent_computation(synthetic_mnist, tmp_path):
-    """train/loss and train/acc against the logits the network really produced, in float64."""
+    """loss/train and acc/train against the logits the network really produced, in float64."""
     data_dir, md5s = synthetic_mnist
     logits: list[torch.Tensor] = []
     seen = []
@@ -89,18 +89,18 @@ def test_train_metrics_equal_an_independent_computation(synthetic_mnist, tmp_pat
     loss_sum = sum(F.cross_entropy(lg.double(), t, reduction="sum") for lg, t in pairs)
     correct = sum(int((lg.argmax(1) == t).sum()) for lg, t in pairs)
     metrics = trainer.callback_metrics
-    assert float(metrics["train/loss"]) == pytest.approx(float(loss_sum) / len(y), rel=1e-6)
-    assert float(metrics["train/acc"]) == pytest.approx(correct / len(y), abs=1e-7)
+    assert float(metrics["loss/train"]) == pytest.approx(float(loss_sum) / len(y), rel=1e-6)
+    assert float(metrics["acc/train"]) == pytest.approx(correct / len(y), abs=1e-7)
     # and what per-batch torchmetrics updates weighted by batch size give (accuracy bitwise; the loss
     # to float32 rounding, summed in float64 here). The module's old MeanMetric(nan_strategy=
-    # "disable") dropped the weights, a torchmetrics 1.9 quirk: its train/loss was the mean of batch
+    # "disable") dropped the weights, a torchmetrics 1.9 quirk: its loss/train was the mean of batch
     # means, equal to this only when every batch is full.
     old_loss, old_acc = MeanMetric(), MulticlassAccuracy(10, average="micro")
     for lg, t in pairs:
         old_loss.update(F.cross_entropy(lg, t), weight=len(t))
         old_acc.update(lg, t)
-    assert float(metrics["train/loss"]) == pytest.approx(float(old_loss.compute()), rel=1e-6)
-    assert torch.equal(metrics["train/acc"], old_acc.compute())
+    assert float(metrics["loss/train"]) == pytest.approx(float(old_loss.compute()), rel=1e-6)
+    assert torch.equal(metrics["acc/train"], old_acc.compute())
 
 
 def test_a_step_interval_scheduler_steps_once_per_optimizer_step(synthetic_mnist, tmp_path):
@@ -127,7 +127,7 @@ def test_epoch_schedulers_and_clipping_work_with_k_steps(synthetic_mnist, tmp_pa
 
 
 def test_non_finite_loss_stops_within_an_iteration_with_k_steps(synthetic_mnist, tmp_path):
-    with pytest.raises(UserError, match=r"Training stopped in epoch 0 \(step 4\).*NaN or infinite"):
+    with pytest.raises(UserError, match=r"Training stopped in epoch 1/\d+ \(step 4\).*NaN or infinite"):
         _fit(synthetic_mnist, tmp_path, "model.lr=1e30", "model.steps_per_iteration=4",
              "callbacks.stop_on_nonfinite_loss.every_n_steps=1")
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
@@ -228,7 +228,7 @@ def test_a_plain_loader_of_single_batches_trains_one_step_per_batch():
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=50))
     assert trainer.global_step == 3
-    assert 0 <= float(trainer.callback_metrics["train/acc"]) <= 1
+    assert 0 <= float(trainer.callback_metrics["acc/train"]) <= 1
 
 
 def _fake_module(device="cuda", optimizer=None, strategy=None, callbacks=(), **hparams):

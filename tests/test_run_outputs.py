@@ -65,8 +65,8 @@ def test_the_log_of_a_run_is_short_and_says_only_what_matters(run):
         assert noise not in log, noise
     epoch_lines = [line for line in lines if line.startswith("Epoch ")]
     assert [line.split(":")[0] for line in epoch_lines] == [f"Epoch {e}/{EPOCHS}" for e in (1, 2)]
-    history = run["client"].get_metric_history(run["run"].info.run_id, "val/acc")
-    assert f"val/acc {history[-1].value:.4f}" in epoch_lines[-1]  # the epoch's logged value
+    history = run["client"].get_metric_history(run["run"].info.run_id, "acc/val")
+    assert f"acc/val {history[-1].value:.4f}" in epoch_lines[-1]  # the epoch's logged value
     assert "Total params" in log  # the model summary, once
     assert log.count("Total params") == 1
 
@@ -185,7 +185,7 @@ def _module_probabilities(run, images: np.ndarray) -> np.ndarray:
         return module.eval()(x).softmax(-1).numpy()
 
 
-def test_the_model_loads_through_pyfunc_without_pickle_and_gives_the_modules_probabilities(
+def test_the_model_loads_through_pyfunc_without_pickle_and_gives_the_modules_classes(
     run, monkeypatch
 ):
     import mlflow
@@ -198,9 +198,11 @@ def test_the_model_loads_through_pyfunc_without_pickle_and_gives_the_modules_pro
     expected = _module_probabilities(run, images)
     flat = images.reshape(len(images), -1)
     for batch in (flat, flat.astype(np.float32), flat.astype(np.float64), pd.DataFrame(flat)):
-        np.testing.assert_allclose(model.predict(batch), expected, atol=1e-5)
-    assert model.metadata.signature is not None
-    assert model.metadata.get_input_schema().input_types()[0].name == "double"
+        np.testing.assert_array_equal(model.predict(batch), expected.argmax(axis=1))
+        probs = model.predict(batch, params={"output": "probabilities"})
+        np.testing.assert_allclose(probs[[f"prob_{k}" for k in range(10)]], expected, atol=1e-5)
+    assert model.metadata.get_input_schema() is None  # checked by the model (served_model.py)
+    assert model.metadata.get_params_schema().params[0].name == "output"
     local = Path(mlflow.artifacts.download_artifacts(f"runs:/{rid}/model",
                                                      dst_path=str(run["tmp"] / "m")))
     stored = {p.name for p in local.rglob("*") if p.is_file()}
@@ -225,7 +227,7 @@ def test_the_model_is_registered_under_the_configured_name(run):
 def test_mlflow_models_predict_scores_a_csv_of_images(run, tmp_path):
     images = _raw_test_images(run)[:5]
     csv = tmp_path / "images.csv"
-    pd.DataFrame(images.reshape(len(images), -1).astype(float)).to_csv(csv, index=False)
+    pd.DataFrame(images.reshape(len(images), -1)).to_csv(csv, index=False)  # integer pixels
     out = tmp_path / "predictions.json"
     rid = run["run"].info.run_id
     proc = subprocess.run(
@@ -236,7 +238,7 @@ def test_mlflow_models_predict_scores_a_csv_of_images(run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     predictions = np.asarray(json.loads(out.read_text())["predictions"])
-    np.testing.assert_allclose(predictions, _module_probabilities(run, images), atol=1e-5)
+    np.testing.assert_array_equal(predictions, _module_probabilities(run, images).argmax(axis=1))
 
 
 def test_each_job_of_a_sweep_counts_only_its_own_startup(tmp_path):

@@ -82,7 +82,7 @@ def test_params_are_the_resolved_config_with_dotted_keys_overrides_included():
     params = record.config_params(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
     assert params["model.lr"] == "0.05" and params["seed"] == "3"
     assert params["data.batch_size"] == "100" and params["trainer.max_epochs"] == "30"
-    assert params["model.optimizer._target_"] == "torch.optim.Adam"
+    assert params["model.optimizer"] == "torch.optim.Adam"  # the part swapped, not Hydra's key
     assert params["model.net.num_classes"] == "10"  # interpolations resolved
 
 
@@ -120,13 +120,13 @@ def test_evaluation_gets_the_checkpoint_and_records_a_new_linked_run(store, tmp_
 
     with evaluation_run(source, lcfg, tmp_path / "dl") as ev:
         assert ev.ckpt_path.read_bytes() == b"weights"
-        ev.log_report(report, {"test/acc": 0.95, "test/f1_class_4": 0.9})
+        ev.log_report(report, {"test/acc": 0.95, "test/f1_per_class/4": 0.9})
 
     run = store.get_run(ev.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "evaluate lr=0.1"
     assert run.data.tags["mlflow.parentRunId"] == source
     assert run.data.tags["mnist_mlp.evaluates"] == source
-    assert run.data.metrics == {"test/acc": 0.95, "test/f1_class_4": 0.9}
+    assert run.data.metrics == {"test/acc": 0.95, "test/f1_per_class/4": 0.9}
     assert artifacts(store, ev.run_id) == {"report/report.md"}
     assert store.get_run(source).data.metrics == {"test/acc": 0.9}  # the source run is untouched
     with pytest.raises(UserError, match="has no checkpoint artifact"):
@@ -184,7 +184,9 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(
     assert "model.lr=0.05" in Path(overrides).read_text()
 
     mlflow.set_tracking_uri(store.tracking_uri)  # the served model: tests/test_run_outputs.py
-    probs = mlflow.pyfunc.load_model(f"runs:/{rid}/model").predict(np.zeros((3, 784)))
+    served = mlflow.pyfunc.load_model(f"runs:/{rid}/model")
+    assert served.predict(np.zeros((3, 784))).shape == (3,)  # one class per image
+    probs = served.predict(np.zeros((3, 784)), params={"output": "probabilities"}).filter(like="prob_")
     assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
     # evaluate.py run_id=...: the run's best checkpoint, the report in a new run nested under it.
@@ -235,7 +237,7 @@ def test_a_failing_run_is_failed_with_its_params_kept_and_earlier_runs_unchanged
 ):
     exp = store.create_experiment("mnist-mlp", artifact_location=str(tmp_path / "mlruns/art"))
     earlier = store.create_run(exp, run_name="earlier").info.run_id
-    store.log_metric(earlier, "val/acc", 0.5)
+    store.log_metric(earlier, "acc/val", 0.5)
     store.set_terminated(earlier)
     before = store.get_run(earlier)
     data_dir, md5s = synthetic_mnist
@@ -263,7 +265,7 @@ def test_an_interrupted_run_is_killed_with_its_epoch_metrics_kept(synthetic_mnis
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             runs = store.search_runs([e.experiment_id for e in store.search_experiments()])
-            if runs and store.get_metric_history(runs[0].info.run_id, "val/acc"):
+            if runs and store.get_metric_history(runs[0].info.run_id, "acc/val"):
                 break
             time.sleep(1)
         proc.send_signal(sig)
@@ -273,7 +275,7 @@ def test_an_interrupted_run_is_killed_with_its_epoch_metrics_kept(synthetic_mnis
             proc.kill()
     (run,) = _runs(store)
     assert run.info.status == "KILLED"
-    assert store.get_metric_history(run.info.run_id, "val/acc")
+    assert store.get_metric_history(run.info.run_id, "acc/val")
     assert run.data.params["trainer.max_epochs"] == "500"
 
 
@@ -284,7 +286,7 @@ def test_unreachable_tracking_server_stops_before_training(synthetic_mnist, tmp_
                        *_overrides_for(tmp_path, uri))
     assert result.returncode == 2
     assert f"error: logger.tracking_uri={uri} cannot be used" in result.stderr
-    assert "Traceback" not in result.stderr and "Epoch 0" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "Epoch 1" not in result.stdout + result.stderr
 
 
 def test_a_run_against_a_real_mlflow_server_reads_back_over_http(synthetic_mnist, tmp_path):
@@ -297,7 +299,7 @@ def test_a_run_against_a_real_mlflow_server_reads_back_over_http(synthetic_mnist
         client = MlflowClient(server.uri)
         (run,) = _runs(client)
         assert run.info.status == "FINISHED" and run.data.params["trainer.fast_dev_run"] == "True"
-        assert {"train/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
+        assert {"loss/train", "acc/val", "test/acc"} <= set(run.data.metrics)
         assert {"config.yaml", "overrides.yaml"} <= artifacts(client, run.info.run_id)
     finally:
         server.stop()  # the server and its uvicorn workers

@@ -10,7 +10,7 @@ import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc"}
+EPOCH_METRICS = {"loss/train", "acc/train", "loss/val", "acc/val"}
 
 
 def runs_in(client: MlflowClient, experiment: str, role: str) -> list:

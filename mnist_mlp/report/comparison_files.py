@@ -31,14 +31,14 @@ def comparison_csv(cmp: Comparison) -> str:
     """One row per run, best first; p-values unrounded (``repr``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["rank", "run_id", "run_name", "config", *cmp.keys, "accuracy", "acc_ci_low",
-                "acc_ci_high", "f1_macro", "config_runs", "config_acc_mean", "config_acc_std",
+    w.writerow(["rank", "run_id", "run_name", "model_version", "config", *cmp.keys, "accuracy",
+                "acc_ci_low", "acc_ci_high", "f1_macro", "config_runs", "config_acc_mean", "config_acc_std",
                 "mcnemar_b", "mcnemar_c", "mcnemar_p", "mcnemar_p_holm",
                 *(f"f1_class_{k}" for k in range(cmp.num_classes))])
     by_config = {c.config: c for c in cmp.configs}
     for rank, row in enumerate(cmp.rows, 1):
         group = by_config[row.config]
-        w.writerow([rank, row.run.run_id, row.run.name, row.config,
+        w.writerow([rank, row.run.run_id, row.run.name, row.run.model_version, row.config,
                     *(row.run.params.get(k, "") for k in cmp.keys), repr(row.accuracy),
                     repr(row.acc_ci[0]), repr(row.acc_ci[1]), repr(row.f1_macro), len(group.runs),
                     repr(group.mean), "" if group.std is None else repr(group.std),
@@ -88,6 +88,12 @@ def conclusions(cmp: Comparison, digits: int = 4) -> list[str]:
         out.append("It is the only run: there is nothing to compare it with.")
     else:
         out += [_mcnemar(cmp), _disagreement(cmp)]
+    holder = next((r for r in cmp.rows if r.run.champion), None)
+    if holder is not None:
+        run = holder.run
+        out.append(f"Alias champion of registered model {run.registered_name} is version "
+                   f"{run.registered_version}, run {run.name} ({run.run_id}): serve it with "
+                   f"`make serve MODEL=models:/{run.registered_name}@champion`.")
     for group in cmp.configs:
         if len(group.runs) > 1:
             acc = group.accuracies
@@ -160,9 +166,11 @@ def _runs_table(cmp: Comparison, digits: int) -> tuple[str, list[str], list[list
     level = int(round(100 * CONFIDENCE))
     tests = len(cmp.rows) - 1
     mcnemar = ["b", "c", "McNemar p", *(["Holm p"] if tests > 1 else [])] if tests else []
+    versions = any(r.run.model_version for r in cmp.rows)  # a column only when runs registered
     rows = []
     for i, r in enumerate(cmp.rows, 1):
-        row = [i, r.run.name, r.run.run_id, *(r.run.params.get(k, "") for k in cmp.keys),
+        row = [i, r.run.name, r.run.run_id, *([r.run.model_version] if versions else []),
+               *(r.run.params.get(k, "") for k in cmp.keys),
                _fmt(r.accuracy, digits),
                f"[{_fmt(r.acc_ci[0], digits)}, {_fmt(r.acc_ci[1], digits)}]", _fmt(r.f1_macro, digits)]
         tested = [r.mcnemar_b if r.mcnemar_b is not None else "best",
@@ -175,7 +183,8 @@ def _runs_table(cmp: Comparison, digits: int) -> tuple[str, list[str], list[list
                  "gets right; p two-sided exact (binomial test of b out of b + c)"
                  + (", then Holm-corrected over the runs tested against the best." if tests > 1
                     else "."))
-    header = ["#", "run", "run id", *cmp.keys, "accuracy", f"{level}% interval", "macro F1", *mcnemar]
+    header = ["#", "run", "run id", *(["model version"] if versions else []), *cmp.keys,
+              "accuracy", f"{level}% interval", "macro F1", *mcnemar]
     return note, header, rows
 
 

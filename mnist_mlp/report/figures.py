@@ -255,7 +255,7 @@ def learning_curves_png(history: Sequence[Mapping[str, float]]) -> bytes:
     fig = _figure((12, 4.5))
     for ax, what in zip(fig.subplots(1, 2), ("loss", "acc"), strict=True):
         for stage, style in (("train", "-o"), ("val", "-s")):
-            points = [(h["epoch"] + 1, h[f"{stage}/{what}"]) for h in history if f"{stage}/{what}" in h]
+            points = [(h["epoch"], h[f"{what}/{stage}"]) for h in history if f"{what}/{stage}" in h]
             if points:
                 ax.plot(*zip(*points, strict=True), style, ms=4, label=stage)
         ax.set(xlabel="Epoch", ylabel="accuracy" if what == "acc" else "cross-entropy loss",

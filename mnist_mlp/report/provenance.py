@@ -78,7 +78,7 @@ def _epochs(n: int | None) -> str:
 
 
 def weights_text(t: TestedWeights) -> str:
-    """``epoch017.ckpt, saved after 18 of the 30 epochs: the best by val/acc (0.9852)``, ..."""
+    """``epoch017.ckpt, saved after 18 of the 30 epochs: the best by acc/val (0.9852)``, ..."""
     n, m = t.epochs_trained, t.epochs_run
     if n is None:
         after = ""

@@ -50,3 +50,15 @@ def headline(metrics: Mapping[str, float], results: TestResults | None,
         lines.append(confusion_line(results))
     lines.append(", ".join(f"{k} {v}" for k, v in hyperparameters.items()) + ".")
     return "\n\n".join(lines)
+
+
+def headline_numbers(metrics: Mapping[str, float]) -> str:
+    """``accuracy 0.9812 [0.9785, 0.9838] (95% interval), macro F1 0.9811, loss 0.0611``: the
+    headline numbers on one line (a command's summary), from the logged ``test/...`` metrics."""
+    parts = [f"accuracy {with_interval(metrics, 'test/acc')}"
+             + (" (95% interval)" if "test/acc_ci_low" in metrics else "")]
+    if "test/f1_macro" in metrics:
+        parts.append(f"macro F1 {with_interval(metrics, 'test/f1_macro')}")
+    if "test/loss" in metrics:
+        parts.append(f"loss {metrics['test/loss']:.4f}")
+    return ", ".join(parts)

@@ -78,6 +78,9 @@ class TrackedRun:
         self.client, self.experiment_id = open_store(
             lcfg.tracking_uri, lcfg.experiment_name, lcfg.get("artifact_location")
         )
+        if lcfg.get("run_id"):  # a requeued Slurm job continues its run (mnist_mlp.slurm.requeue)
+            self._continue()
+            return
         tags = {ROLE_TAG: "train", **git_tags(), **self._data_tags(), **self._sweep_tags(
             self.experiment_id)}
         self.logger.tags = {**tags, **(self.logger.tags or {})}
@@ -100,6 +103,20 @@ class TrackedRun:
         uri = str(self.cfg.logger.tracking_uri)
         return provenance(self.datamodule, tested, self.run_id,
                           run_url(uri, str(self.experiment_id), self.run_id), uri)
+
+    def _continue(self) -> None:
+        """Reopen the run ``logger.run_id`` names: it already holds this job's params, data and
+        config files (a resumed job's ``ckpt_path`` would contradict its param), so only the
+        configured tags are added; the run is RUNNING again until ``tracked_run`` ends it."""
+        lcfg = self.cfg.logger
+        self.logger.owned = True
+        with refusals_explained(lcfg.tracking_uri, lcfg.experiment_name):
+            self.run_id = self.logger.run_id
+        self.client = self.logger.experiment
+        self.client.update_run(self.run_id, status="RUNNING")
+        for key, value in (self.logger.tags or {}).items():
+            self.client.set_tag(self.run_id, key, value)
+        log.info("MLflow run %s continues in %s", self.run_id, lcfg.tracking_uri)
 
     def rank_died(self, why: str) -> None:
         """Another DDP rank exited non-zero and Lightning's launcher is about to SIGKILL this one."""

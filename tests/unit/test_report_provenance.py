@@ -56,7 +56,8 @@ def trained(tmp_path_factory):
 def test_a_training_report_names_its_run_code_data_and_best_checkpoint(trained):
     tmp, _, md5s, store, _, run = trained
     items, saved = _header(tmp / "out" / "report")
-    url = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    url = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+           "?workflowType=machine_learning")
     assert items[0] == (f"Run: MLflow run {run.info.run_id}, {url} (while `mlflow ui "
                         f"--backend-store-uri {store}` serves the store)")
     assert saved["run_id"] == run.info.run_id and saved["run_url"] == url
@@ -71,13 +72,13 @@ def test_a_training_report_names_its_run_code_data_and_best_checkpoint(trained):
     # The tested checkpoint is the run's best one: its file, its epoch, the score that chose it.
     best = tmp / "out" / "checkpoints" / run.data.tags["best_checkpoint"].split("/")[-1]
     epochs = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1
-    val_acc = max(m.value for m in MlflowClient(store).get_metric_history(run.info.run_id, "val/acc"))
+    val_acc = max(m.value for m in MlflowClient(store).get_metric_history(run.info.run_id, "acc/val"))
     tested = saved["tested"]
     assert tested == {"choice": "best", "checkpoint": str(best), "epochs_trained": epochs,
-                      "epochs_run": EPOCHS, "monitor": "val/acc",
+                      "epochs_run": EPOCHS, "monitor": "acc/val",
                       "score": pytest.approx(val_acc, abs=1e-6), "source_run": None}
     of = "the last of the 3 epochs" if epochs == EPOCHS else f"{epochs} of the 3 epochs"
-    assert items[4] == f"Tested weights: {best.name}, saved after {of}: the best by val/acc " \
+    assert items[4] == f"Tested weights: {best.name}, saved after {of}: the best by acc/val " \
                        f"({tested['score']:.4f}) (test_ckpt=best)"
     assert items[5] == f"Checkpoint file: {best}"
     page = (tmp / "out" / "report" / "report.html").read_text()
@@ -92,6 +93,7 @@ def test_evaluate_names_the_checkpoint_and_the_run_it_came_from(trained):
     with open_dict(cfg):
         cfg.run_id = run.info.run_id
         cfg.report.dir = str(tmp / "eval" / "report")
+        cfg.evaluate = {"mlflow_evaluator": False}  # evaluate.py's group (conf/evaluate.yaml)
     evaluation.evaluate_run(cfg)
     items, saved = _header(tmp / "eval" / "report")
     ev = client.search_runs([run.info.experiment_id],
@@ -101,7 +103,7 @@ def test_evaluate_names_the_checkpoint_and_the_run_it_came_from(trained):
     name = run.data.tags["best_checkpoint"].split("/")[-1]
     tested = saved["tested"]
     assert tested["source_run"] == run.info.run_id and tested["choice"] == "given"
-    assert tested["monitor"] == "val/acc" and tested["checkpoint"].endswith(name)
+    assert tested["monitor"] == "acc/val" and tested["checkpoint"].endswith(name)
     assert items[4].startswith(f"Tested weights: {name}, the best checkpoint of MLflow run "
                                f"{run.info.run_id}, saved after ")
     assert saved["data_md5"] == md5s
@@ -117,7 +119,7 @@ def test_an_untracked_evaluation_says_so_and_names_the_file(trained):
     items, saved = _header(tmp / "eval_file")
     assert saved["run_id"] is None
     assert items[0] == "Run: not tracked in MLflow (logger=null or evaluate.py ckpt_path=...)"
-    # last.ckpt is not what the val/acc checkpoint callback counted as its best: no score claimed
+    # last.ckpt is not what the acc/val checkpoint callback counted as its best: no score claimed
     assert items[4] == f"Tested weights: last.ckpt, saved after {EPOCHS} epochs (evaluate.py ckpt_path)"
     assert saved["tested"]["monitor"] is None
 
@@ -128,18 +130,20 @@ def test_an_untracked_evaluation_says_so_and_names_the_file(trained):
     (report.TestedWeights("best", epochs_trained=1, epochs_run=1),
      "the weights at the end of training after 1 epoch (no checkpoint was saved to pick the best "
      "from)"),
-    (report.TestedWeights("best", "/o/epoch017.ckpt", 18, 30, "val/acc", 0.98523),
-     "epoch017.ckpt, saved after 18 of the 30 epochs: the best by val/acc (0.9852) (test_ckpt=best)"),
-    (report.TestedWeights("best", "/o/epoch000.ckpt", 1, 1, "val/acc", 0.5),
-     "epoch000.ckpt, saved after its only epoch: the best by val/acc (0.5000) (test_ckpt=best)"),
+    (report.TestedWeights("best", "/o/epoch017.ckpt", 18, 30, "acc/val", 0.98523),
+     "epoch017.ckpt, saved after 18 of the 30 epochs: the best by acc/val (0.9852) (test_ckpt=best)"),
+    (report.TestedWeights("best", "/o/epoch000.ckpt", 1, 1, "acc/val", 0.5),
+     "epoch000.ckpt, saved after its only epoch: the best by acc/val (0.5000) (test_ckpt=best)"),
 ])
 def test_tested_weights_say_which_and_why(weights, text):
     assert weights_text(weights) == text
 
 
 @pytest.mark.parametrize(("store", "page", "serve"), [
-    ("http://127.0.0.1:5123/", "http://127.0.0.1:5123/#/experiments/7/runs/abc", None),
-    ("sqlite:////x/mlflow.db", "http://127.0.0.1:5000/#/experiments/7/runs/abc",
+    ("http://127.0.0.1:5123/",
+     "http://127.0.0.1:5123/#/experiments/7/runs/abc?workflowType=machine_learning", None),
+    ("sqlite:////x/mlflow.db",
+     "http://127.0.0.1:5000/#/experiments/7/runs/abc?workflowType=machine_learning",
      "mlflow ui --backend-store-uri sqlite:////x/mlflow.db"),
 ])
 def test_the_run_address_is_its_page_on_the_server_or_the_local_ui(store, page, serve):
