@@ -4,7 +4,7 @@ Several rounds, each timing, as whole processes one after another, the **import 
 that only runs ``import torch, lightning, mlflow``) before each of:
 
 * ``python train.py`` for ``--cost-epochs`` epochs (2): its **fixed cost** is its wall time minus
-  its epochs, each taken as the run's own last epoch (the time between its last two ``val/loss``
+  its epochs, each taken as the run's own last epoch (the time between its last two ``loss/val``
   values in MLflow: training, validation, checkpoints and logging at the steady rate), so the
   first epoch's warm-up counts as fixed cost;
 * a 2-job sweep in one process (Hydra's basic launcher): the fixed cost of its **second job**,
@@ -256,9 +256,11 @@ def _role(p: Any, parent_pid: int) -> str:
         return "other"
     if p.pid == parent_pid:
         return "sweep parent"
+    if "resource_tracker" in cmdline:  # loky's and multiprocessing's: a few MB each
+        return "other (resource tracker, git, ...)"
     if "loky" in cmdline:
         return "joblib worker"
-    if "multiprocessing" in cmdline and "resource_tracker" not in cmdline:
+    if "multiprocessing" in cmdline:
         return "report worker"
     return "other (resource tracker, git, ...)"
 

@@ -60,14 +60,14 @@ def memory(run: Any) -> dict[str, tuple[float, float]]:
 
 
 def epoch_seconds(uri: str, run: Any) -> float:
-    """The run's last epoch, from the timestamps of its last two ``val/loss`` values: a whole
+    """The run's last epoch, from the timestamps of its last two ``loss/val`` values: a whole
     epoch (training, validation, checkpoints, logging) at the steady rate, measured in the run."""
     from mlflow import MlflowClient
 
-    history = sorted(MlflowClient(uri).get_metric_history(run.info.run_id, "val/loss"),
+    history = sorted(MlflowClient(uri).get_metric_history(run.info.run_id, "loss/val"),
                      key=lambda m: m.step)
     if len(history) < 2:
-        raise SystemExit("the run logged fewer than two val/loss values: give it 2 epochs or more")
+        raise SystemExit("the run logged fewer than two loss/val values: give it 2 epochs or more")
     return (history[-1].timestamp - history[-2].timestamp) / 1000
 
 

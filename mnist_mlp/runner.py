@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
-from mnist_mlp import checkpoint, config, console, ddp, report
+from mnist_mlp import checkpoint, config, console, ddp, progress, report
 from mnist_mlp.report import background, history
 from mnist_mlp.speed import PhaseClock, apply_torch_settings
 from mnist_mlp.tracking.run import TrackedRun, provenance, tracked_run
@@ -28,7 +28,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     model = config.build(cfg.model, "model", _convert_="all")
     callbacks = [config.build(c, f"callbacks.{name}") for name, c in cfg.get("callbacks", {}).items()
                  if c is not None]
-    callbacks, flags = console.display_callbacks(callbacks, cfg.trainer)
+    callbacks, flags = progress.display_callbacks(callbacks, cfg.trainer)
     logger = config.build(cfg.logger, "logger") if cfg.get("logger") else False
     trainer = config.build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, **flags)
     if logger and trainer.fast_dev_run:  # Lightning swaps in a dummy logger: track smoke runs too

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mnist_mlp import console, speed
+from mnist_mlp import console, progress, speed
 
 
 class _Stdout(io.StringIO):
@@ -22,14 +22,14 @@ class _Stdout(io.StringIO):
 
 
 @pytest.mark.parametrize(("mode", "tty", "expected"), [
-    ("auto", True, console.EpochBar), ("auto", False, console.EpochLines),
-    ("bar", False, console.EpochBar), ("lines", True, console.EpochLines),
+    ("auto", True, progress.EpochBar), ("auto", False, progress.EpochLines),
+    ("bar", False, progress.EpochBar), ("lines", True, progress.EpochLines),
 ])
 def test_the_progress_display_follows_where_stdout_goes(monkeypatch, mode, tty, expected):
     monkeypatch.setattr("sys.stdout", _Stdout(tty))
-    bar = console.progress_bar(mode=mode, refresh_rate=7)
+    bar = progress.progress_bar(mode=mode, refresh_rate=7)
     assert type(bar) is expected
-    if expected is console.EpochBar:  # Lightning's tqdm bar, epochs numbered from 1
+    if expected is progress.EpochBar:  # Lightning's tqdm bar, epochs numbered from 1
         assert bar.refresh_rate == 7
 
 
