@@ -75,3 +75,17 @@ def test_train_py_imports_no_torch_lightning_or_mlflow():
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_sweeps_parent_imports_no_torch_or_lightning_for_its_callbacks_and_launchers():
+    """The parent of a sweep builds the Hydra callbacks (the parent run, the comparison, the
+    champion), the launcher and the sweeper from conf/: none of them may pull torch in (each
+    joblib worker has its own), which the console's summary once did through Lightning."""
+    modules = ["mnist_mlp.tracking.sweep", "mnist_mlp.slurm.launcher", "mnist_mlp.search",
+               "mnist_mlp.console", "mnist_mlp.epochs"]
+    code = (f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+            "print(sorted({'torch', 'lightning'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
