@@ -28,6 +28,7 @@ def quiet_libraries() -> None:
     * Lightning's hint to prefix the command with ``srun`` wherever Slurm is installed;
     * torch's FutureWarning about ``LeafSpec`` raised inside Lightning's own code (not ours to fix),
       and MLflow's advice to type-hint the served model's ``predict`` (it has a signature);
+    * Lightning's messages twice (``_lightning_messages_once``);
     * MLflow's artifact download bars (``evaluate.py run_id=...``: 25 redraws on one line) and the
       system-metrics monitor's messages.
     """
@@ -35,6 +36,7 @@ def quiet_libraries() -> None:
         logger = logging.getLogger(name)
         if _no_tips not in logger.filters:
             logger.addFilter(_no_tips)
+    _lightning_messages_once()
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     # Lightning's hint to start train.py with srun wherever Slurm is installed: this project's
@@ -63,3 +65,19 @@ def summary(items: Sequence[tuple[str, str]], stream: Any = None) -> None:
         head = f"{label}:".ljust(width) if tty else f"{label}:"
         lines.append(f"\033[1m{head}\033[0m {text}" if tty else f"{head} {text}")
     print(("\n" if tty else "") + "\n".join(lines), file=stream, flush=True)
+
+
+def _lightning_messages_once() -> None:
+    """Lightning's messages ("Seed set to 1", "`Trainer.fit` stopped") printed once, plainly.
+
+    Imported before logging is configured, ``lightning.pytorch`` and ``lightning.fabric`` print
+    through handlers of their own and stop there; imported later (the commands import it inside,
+    after Hydra has set up the root logger), they add none, and each message reaches both the
+    ``lightning`` package's ``INFO:`` handler and Hydra's root handler. This gives them what an
+    early import would have.
+    """
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if logger.propagate and not logger.handlers:
+            logger.addHandler(logging.StreamHandler())
+            logger.propagate = False

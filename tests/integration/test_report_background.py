@@ -132,7 +132,7 @@ def test_a_runs_metrics_do_not_depend_on_where_its_report_was_drawn(two_runs):
     (worker, _), (here, _) = runs["worker"], runs["here"]
     kept = [{k: v for k, v in run.data.metrics.items() if not k.startswith(PER_RUN)}
             for run in (worker, here)]
-    assert kept[0] == kept[1] and {"test/acc", "test/f1_macro", "train/acc", "val/acc"} <= set(kept[0])
+    assert kept[0] == kept[1] and {"test/acc", "test/f1_macro", "acc/train", "acc/val"} <= set(kept[0])
     for key in ("loss/train", "acc/val"):  # every epoch's value, not only the last
         assert ([m.value for m in client.get_metric_history(worker.info.run_id, key)]
                 == [m.value for m in client.get_metric_history(here.info.run_id, key)])
