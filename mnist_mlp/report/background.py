@@ -20,8 +20,10 @@ import atexit
 import io
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -54,17 +56,29 @@ def start() -> None:
 
 def _prepare() -> None:
     """In the worker, before any report: what ``write_report`` draws with, and one small figure
-    (matplotlib reads its fonts at the first text). Ctrl-C is the training process's to handle.
+    (matplotlib reads its fonts at the first text). Ctrl-C is the training process's to handle,
+    and the worker ends with it (``_exit_with_parent``).
     At its exit, which the training process's own exit waits for, the worker holds nothing: it
     ends at once (``os._exit`` from its last ``atexit`` handler) instead of tearing down numpy and
     matplotlib."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     atexit.register(os._exit, 0)
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(1, 1))
     figure.text(0.5, 0.5, "0")
     figure.savefig(io.BytesIO(), format="png")
+
+
+def _exit_with_parent() -> None:
+    """End the worker once the training process is gone, however it went (a DDP rank's failure,
+    SIGKILL): an orphan would hold the run's stdout and stderr open, and whoever waits for them
+    (a terminal's pipe, a test, a job scheduler) would wait for good."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
 
 
 class PendingReport:

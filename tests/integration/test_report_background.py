@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -125,6 +127,26 @@ def two_runs(data, tmp_path_factory):
         (run,) = client.search_runs([exp.experiment_id], f"tags.`mlflow.runName` = '{mode}'")
         runs[mode] = (run, out)
     return MlflowClient(store), runs
+
+
+KILLED_WITH_A_WORKER = """
+from mnist_mlp.report import background
+background.start()
+background._Worker.pool.submit(int).result()  # the worker is up and prepared
+print("ready", flush=True)
+import time; time.sleep(600)
+"""
+
+
+def test_the_worker_ends_when_the_training_process_is_killed():
+    """A training process killed outright (SIGKILL, a DDP rank's failure) leaves no orphan worker
+    holding its stdout and stderr: whoever reads them (a pipe, a test, Slurm) sees them close."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WITH_A_WORKER], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    proc.kill()
+    out, _ = proc.communicate(timeout=30)  # times out while an orphan holds the pipes open
+    assert out == ""
 
 
 def test_a_runs_metrics_do_not_depend_on_where_its_report_was_drawn(two_runs):
