@@ -18,30 +18,22 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnist_mlp.tracking.ui import runs_url  # noqa: E402
+from tests.helpers.net import free_port, wait_healthy  # noqa: E402  (the tests' loopback helpers)
 
 EPOCHS = 3
 LRS = (0.05, 0.1)
 # MLflow 3.17 shows a run page in its GenAI layout unless asked for the model-training one.
 ML = "?workflowType=machine_learning"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(tmp: Path, lr: float) -> None:
@@ -64,12 +56,7 @@ def _server(tmp: Path, port: int):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200:
-                    break
-            time.sleep(1)
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc)
         yield
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -99,7 +86,7 @@ def main() -> None:
         exp = client.get_experiment_by_name("mnist-mlp")
         run = client.search_runs([exp.experiment_id], "tags.`mnist_mlp.role` = 'train'",
                                  order_by=["metrics.`test/acc` DESC"])[0]
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         page = f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
         docs = ROOT / "docs"

@@ -1,46 +1,115 @@
-"""Helpers of the fault tests: train.py in a subprocess, and configs composed in-process."""
+"""The project's commands as whole processes: started, watched, signalled, their exit read.
+
+For tests where the process itself is the subject (exit codes, the one-paragraph error, signals,
+DDP's re-launch, what the console shows). Everything else runs in-process (``tests.helpers.configs``).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from conftest import ROOT, data_overrides, store_overrides
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from tests.helpers.configs import ROOT
 
-import mnist_mlp  # noqa: F401  (resolvers)
+T = TypeVar("T")
 
 
-def run_train(*overrides: str, cwd: Path = ROOT, env: dict | None = None,
-              timeout: int = 300) -> subprocess.CompletedProcess:
+def script_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment, for a child as a user's shell would start it.
+
+    Without the MLflow HTTP settings that in-process code of earlier tests left behind
+    (``tracking.store.fail_fast_http`` sets them process-wide): each command sets its own.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
+    return {**inherited, "MPLBACKEND": "Agg", **(env or {})}
+
+
+def command(script: str, *args: str) -> list[str]:
+    """``python <script> args...`` for ``train.py``, ``evaluate.py`` or ``compare.py``; ``-m pkg.mod``."""
+    where = [script] if script == "-m" else [str(ROOT / script)]
+    return [sys.executable, *where, *args]
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+               timeout: float = 300, merge_stderr: bool = False) -> subprocess.CompletedProcess:
+    """Run a command to its end, output captured (a pipe: not a terminal, as in CI or ``> file``).
+
+    ``merge_stderr``: stderr into stdout, in the order a log file would get them.
+    """
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, env={**os.environ, "MPLBACKEND": "Agg", **(env or {})},
+        command(script, *args), cwd=cwd, text=True, timeout=timeout, env=script_env(env),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
     )
 
 
-def quiet() -> list[str]:
-    """Overrides for a small, quiet CPU run."""
-    return ["~callbacks.progress_bar", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", "trainer.accelerator=cpu"]
+def run_train(*overrides: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``python train.py overrides...`` to its end (``run_script``'s keywords)."""
+    return run_script("train.py", *overrides, **kwargs)
 
 
-def cli_overrides(data_dir: Path, md5s: dict, tmp_path: Path) -> list[str]:
-    return [*data_overrides(data_dir, md5s), *store_overrides(tmp_path), *quiet()]
+def ctrl_c_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT, as Ctrl-C in a terminal does.
+
+    A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it, so a
+    test runner started that way would see its train.py shrug off the signal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def compose_job(*overrides: str, out: Path | None = None) -> DictConfig:
-    """The job config train.py would get (no ``hydra`` key), outputs under ``out``."""
-    where = [] if out is None else [f"callbacks.model_checkpoint.dirpath={out}/checkpoints",
-                                    f"trainer.default_root_dir={out}", f"report.dir={out}/report"]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*where, *overrides], return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+def start_script(script: str, *args: str, cwd: Path = ROOT,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a command for a test to act on while it runs (signals, a server outage); output piped.
+
+    SIGINT reaches it as Ctrl-C in a terminal would (``ctrl_c_as_in_a_terminal``).
+    """
+    return subprocess.Popen(command(script, *args), cwd=cwd, env=script_env(env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
+
+
+def wait_for(condition: Callable[[], T], what: str, proc: subprocess.Popen | None = None,
+             timeout: float = 300, every: float = 0.2) -> T:
+    """Poll ``condition`` until it returns something true, and return that.
+
+    Fails with ``what`` after ``timeout`` s (minutes on a loaded machine), or as soon as ``proc``
+    has ended, with the end of its stderr.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            _, err = proc.communicate(timeout=60)
+            raise AssertionError(f"{what}: the process ended ({proc.returncode}) first:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f} s")
+        time.sleep(every)
+
+
+def stopped(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if a failed test left it running (a ``finally`` clause)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=60)
+
+
+def processes_of(folder: Path) -> list[int]:
+    """PIDs whose command line names ``folder`` (train.py of every DDP rank, say)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(folder) in (proc / "cmdline").read_text():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
 
 
 def assert_one_paragraph(result: subprocess.CompletedProcess, *needles: str, rc: int = 2) -> None:

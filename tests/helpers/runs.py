@@ -1,14 +1,23 @@
-"""Reading runs back from a store over its API, and checking that a run holds only its own job."""
+"""Reading runs back from a store over its API, and checking that a run holds only its own job.
+
+What the tests compare a run's model with: the test images, and its checkpoint's probabilities.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
+
+from mnist_mlp import checkpoint, fetch, idx
+from mnist_mlp.datamodule import MnistDataModule
 
 EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc"}
 
@@ -55,3 +64,31 @@ def check_job(client: MlflowClient, job, tmp: Path, epochs: int = 1) -> None:
     ckpt = torch.load(client.download_artifacts(rid, job.data.tags["best_checkpoint"], str(dst)),
                       map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["lr"] == float(job.data.params["model.lr"])
+
+
+@contextlib.contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``runs:/`` URIs) pointed at ``uri`` inside the block only: its
+    ``set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI``, which later train.py children inherit."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def mnist_test_images(data_dir: Path) -> np.ndarray:
+    """The MNIST test images in ``data_dir`` as uint8 N×28×28, read from their IDX file."""
+    path = fetch.raw_dir(data_dir) / fetch.FILES["test_images"][0]
+    return idx.parse(idx.read_bytes(path), path, 3)
+
+
+def checkpoint_probabilities(client: MlflowClient, run, images: np.ndarray, dst: Path) -> np.ndarray:
+    """The run's best checkpoint's own softmax on the data module's normalisation of ``images``."""
+    ckpt = client.download_artifacts(run.info.run_id, run.data.tags["best_checkpoint"], str(dst))
+    module, _ = checkpoint.load_module(ckpt, ["mnist_mlp."])
+    x = MnistDataModule().normalise(torch.from_numpy(images.copy()))
+    with torch.no_grad():
+        return module.eval()(x).softmax(-1).numpy()

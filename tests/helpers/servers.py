@@ -1,4 +1,4 @@
-"""Servers a team would run, started for the tests: PostgreSQL and an MLflow server with basic-auth.
+"""Servers for the tests: ``mlflow server`` (plain, or with basic-auth on PostgreSQL as a team runs it).
 
 Both listen on loopback only, on free ports, and live in temporary folders that are removed when
 they stop. PostgreSQL comes from Debian's ``postgresql`` package (``initdb``/``pg_ctl`` under
@@ -19,18 +19,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from mlflow_server import free_port
+
+from tests.helpers.net import free_port, wait_healthy
 
 PG_ROOT = Path("/usr/lib/postgresql")
 DB_USER = "mlflow"
 # Seconds a worker trusts a checked password. Off (MLflow's default), every request pays a scrypt
-# hash check (~0.1 s of CPU here): eight jobs' requests kept a worker busy for minutes.
+# hash check, and the load test's eight jobs keep the workers busy hashing.
 AUTH_CACHE_S = 60
 
 
@@ -141,16 +141,87 @@ def _stop_postgres(bin_dir: Path, data: Path, as_user: dict) -> None:
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
 
 
-@dataclass
-class MlflowServer:
-    """A running ``mlflow server --app-name basic-auth``: the admin's credentials, and a team member's
-    (``user``) once ``create_user`` made one."""
+CLIENT_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI")
 
-    uri: str
-    admin: tuple[str, str]
-    artifacts: Path
-    log: Path
-    user: tuple[str, str] | None = None
+
+class MlflowServer:
+    """``mlflow server`` on a free loopback port, artifacts proxied into ``root/artifacts``.
+
+    Its backend is ``backend_uri`` (default: SQLite in ``root``). ``auth_db_uri`` adds basic-auth:
+    users kept in that database, READ for members on experiments they did not create, the admin's
+    credentials in ``admin`` and a member's (``create_user``) for the tests to use. It can be
+    stopped (SIGKILL: as a crash) and started again on the same port, with the same store. The
+    server and its uvicorn workers are one process group, stopped together. MLflow's job runner
+    (seven huey processes for GenAI features, ~1.7 GB) is switched off: this project never uses it.
+    """
+
+    def __init__(self, root: Path, backend_uri: str | None = None, *, auth_db_uri: str | None = None,
+                 env: dict[str, str] | None = None, workers: int = 1) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.artifacts, self.log = root / "artifacts", root / "mlflow-server.log"
+        self.backend_uri = backend_uri or f"sqlite:///{root}/server.db"
+        self.env = {k: v for k, v in (env or os.environ).items() if k not in CLIENT_ENV}
+        self.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        self.options = ["--workers", str(workers)]
+        self.admin: tuple[str, str] | None = None
+        self.user: tuple[str, str] | None = None
+        self.proc: subprocess.Popen | None = None
+        if auth_db_uri:
+            self._basic_auth(auth_db_uri)
+
+    def _basic_auth(self, auth_db_uri: str) -> None:
+        """The auth config (``MLFLOW_AUTH_CONFIG_PATH``); the admin password and Flask secret come
+        from the environment, as MLflow requires on a first start."""
+        ini = self.root / "basic_auth.ini"
+        ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {auth_db_uri}\n"
+                       "admin_username = admin\n"
+                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                       f"auth_cache_ttl_seconds = {AUTH_CACHE_S}\n")
+        self.admin = ("admin", secrets.token_urlsafe(18))
+        self.env.update({"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin[1],
+                         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+        self.options += ["--app-name", "basic-auth"]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 300) -> MlflowServer:
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                 "--port", str(self.port), *self.options, "--backend-store-uri", self.backend_uri,
+                 "--artifacts-destination", str(self.artifacts)],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            )
+        try:
+            wait_healthy(f"{self.uri}/health", self.proc, self.log, timeout)
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server and its workers; SIGKILL: at once, as a crashed server."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def __enter__(self) -> MlflowServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def create_user(self, username: str) -> tuple[str, str]:
         """A team member's account (not an admin), made by the admin over the REST API."""
@@ -161,61 +232,28 @@ class MlflowServer:
         return username, password
 
 
-def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{uri}/health", timeout=5).ok:
-                return
-        time.sleep(1)
-    raise RuntimeError(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @contextlib.contextmanager
-def mlflow_auth_server(backend_uri: str, auth_db_uri: str, folder: Path, env: dict[str, str],
-                       workers: int = 2, timeout: float = 300) -> Iterator[MlflowServer]:
-    """``mlflow server`` with basic-auth on a free loopback port, artifacts proxied into ``folder``.
+def team_server(folder: Path, bin_dir: Path) -> Iterator[MlflowServer]:
+    """A team's tracking server: PostgreSQL, and ``mlflow server --app-name basic-auth`` on it,
+    with one member (``user``). Both stop, and their folders go, when the block ends, also after a
+    failure or on SIGTERM (CI's cancel, ``timeout``)."""
+    with stopped_on_sigterm(), postgres(bin_dir) as pg:
+        pg.createdb("mlflow")
+        pg.createdb("mlflow_auth")
+        with MlflowServer(folder, pg.uri("mlflow"), auth_db_uri=pg.uri("mlflow_auth"),
+                          env=pg.client_env(), workers=2) as server:
+            server.user = server.create_user("alice")
+            yield server
 
-    The auth config (``MLFLOW_AUTH_CONFIG_PATH``) keeps users in ``auth_db_uri``; new users get
-    READ on experiments they did not create. The admin password and Flask secret come from the
-    environment, as MLflow requires on a first start. MLflow's job runner (seven huey processes
-    for GenAI features, ~1.7 GB) is switched off: this project never uses it. The server and its
-    uvicorn workers are one process group, stopped together, also when the block raises.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    ini = folder / "basic_auth.ini"
-    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {auth_db_uri}\n"
-                   "admin_username = admin\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                   f"auth_cache_ttl_seconds = {AUTH_CACHE_S}\n")
-    admin = ("admin", secrets.token_urlsafe(18))
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = folder / "mlflow-server.log"
-    artifacts = folder / "artifacts"
-    server_env = {**env, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
-                  "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
-                  "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
-        server_env.pop(key, None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(workers), "--app-name", "basic-auth",
-             "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
-            stdout=out, stderr=subprocess.STDOUT, env=server_env, start_new_session=True,
-        )
-    try:
-        _wait_healthy(uri, proc, log, timeout)
-        yield MlflowServer(uri, admin, artifacts, log)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def as_user(monkeypatch, user: tuple[str, str] | None) -> None:
+    """This process and the commands it starts authenticate as ``user`` (None: no credentials),
+    through MLflow's environment variables only, as a team member would."""
+    for key in CREDENTIALS:
+        monkeypatch.delenv(key, raising=False)
+    if user is not None:
+        monkeypatch.setenv(CREDENTIALS[0], user[0])
+        monkeypatch.setenv(CREDENTIALS[1], user[1])
