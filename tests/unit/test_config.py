@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 import mnist_mlp  # noqa: F401
 from mnist_mlp.paths import repo_root
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = repo_root() / "conf"
 
 
 def _compose(overrides=()):

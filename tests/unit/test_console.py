@@ -1,16 +1,14 @@
-"""The console: the progress display chosen by where stdout goes, Lightning's tip filtered out, and
-the startup phase of a second job in the same process."""
+"""The console: the progress display chosen by where stdout goes, Lightning's tip filtered out."""
 
 from __future__ import annotations
 
 import io
 import logging
-import time
 
 import pytest
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from mnist_mlp import console, speed
+from mnist_mlp import console
 
 
 class _Stdout(io.StringIO):
@@ -52,13 +50,3 @@ def test_lightnings_tip_is_dropped_and_other_messages_kept():
         logger.setLevel(old_level)
     assert [r.getMessage() for r in seen] == ["GPU available: False, used: False"]
     assert logger.filters.count(console._no_tips) == 1
-
-
-def test_a_second_clock_in_the_process_counts_only_its_own_startup(monkeypatch):
-    monkeypatch.setattr(speed.PhaseClock, "_previous_end", None)
-    first = speed.PhaseClock()
-    first.mark("fit")
-    time.sleep(0.05)
-    second = speed.PhaseClock()
-    assert first.seconds["startup"] == pytest.approx(speed.process_age(), abs=1.0)
-    assert 0.05 <= second.seconds["startup"] < 0.5

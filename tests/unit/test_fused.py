@@ -12,8 +12,6 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import data_overrides
-from faults_helpers import compose_job, quiet
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -21,6 +19,8 @@ from mnist_mlp import fused, runner, validation
 from mnist_mlp.datamodule import TensorBatches
 from mnist_mlp.errors import UserError
 from mnist_mlp.speed import apply_torch_settings
+from tests.helpers.configs import compose_job, quiet
+from tests.helpers.data import data_overrides
 
 BATCH, N_TRAIN = 48, 500
 STEPS_PER_EPOCH = -(-N_TRAIN // BATCH)  # 11
@@ -154,7 +154,7 @@ def test_a_callback_on_the_step_hooks_is_called_every_step_with_the_same_arithme
         synthetic_mnist, tmp_path):
     direct = _fit(synthetic_mnist, tmp_path / "direct", "model.steps_per_iteration=4")
     hooked = _fit(synthetic_mnist, tmp_path / "hooked", "model.steps_per_iteration=4",
-                  "+callbacks.counts._target_=test_fused.CountsBackward")
+                  "+callbacks.counts._target_=tests.unit.test_fused.CountsBackward")
     assert direct[0].fused_step.direct and not hooked[0].fused_step.direct
     assert CountsBackward.calls == 2 * STEPS_PER_EPOCH
     _assert_same_training(direct, hooked)
@@ -185,34 +185,6 @@ def test_chunks_are_the_batches_of_the_epoch_in_order(world_size):
 def test_settings_the_fused_step_cannot_take_are_refused(override, shown):
     with pytest.raises(UserError, match=shown):
         validation.check(compose_job(override))
-
-
-@pytest.mark.slow
-def test_ddp_with_k_steps_gives_the_weights_of_one_step(synthetic_mnist, tmp_path):
-    """Two CPU processes: each rank's shard is chunked, every backward syncs the gradients."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    data_dir, md5s = synthetic_mnist
-    weights = {}
-    for steps in (1, 3):
-        out = tmp_path / f"k{steps}"
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "train.py"), *data_overrides(data_dir, md5s), *quiet(),
-             "~logger", "trainer.strategy=ddp", "trainer.devices=2", "trainer.max_epochs=2",
-             f"data.batch_size={BATCH // 2}", f"model.steps_per_iteration={steps}",
-             f"hydra.run.dir={out}"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300,
-            env={**os.environ, "MPLBACKEND": "Agg"})
-        assert result.returncode == 0, result.stderr[-3000:]
-        ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-        weights[steps] = ckpt["state_dict"]
-        assert ckpt["global_step"] == 2 * -(-(N_TRAIN // 2) // (BATCH // 2))  # steps of one rank
-    for key, value in weights[1].items():
-        assert torch.equal(value, weights[3][key]), key
 
 
 def test_a_plain_loader_of_single_batches_trains_one_step_per_batch():

@@ -1,4 +1,5 @@
-"""Broken MNIST files and data folders: one message naming the file, the user's files untouched."""
+"""The IDX files: broken ones named in one message and left as they are, a CSV round trip
+(mnist_mlp/idx.py, read through fetch.ensure_mnist). train.py meeting them: tests/integration."""
 
 from __future__ import annotations
 
@@ -6,17 +7,12 @@ import gzip
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import synthetic_arrays, write_synthetic_mnist
-from faults_helpers import assert_one_paragraph, cli_overrides, run_train
 
 from mnist_mlp import fetch, idx
 from mnist_mlp.errors import UserError
-
-
-def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+from tests.helpers.data import mnist_csv, snapshot, synthetic_arrays, write_synthetic_mnist
 
 
 def _break(raw: Path, name: str, data: bytes) -> None:
@@ -75,18 +71,18 @@ def test_broken_file_is_named_and_left_as_is(tmp_path, damage, expected):
     write_synthetic_mnist(tmp_path)
     raw = fetch.raw_dir(tmp_path)
     damage(raw)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     with pytest.raises(UserError) as err:
         fetch.ensure_mnist(tmp_path, ("local",), None)
     assert expected in str(err.value)
     assert "run again" in str(err.value)
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_unreadable_file_is_named(tmp_path, monkeypatch):
     """Tests run as root, where chmod does not stop reading: the read fails as it would."""
     write_synthetic_mnist(tmp_path)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     real = Path.read_bytes
 
     def deny(path: Path) -> bytes:
@@ -98,7 +94,7 @@ def test_unreadable_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"train-images-idx3-ubyte cannot be read \(.*Permission"):
         fetch.ensure_mnist(tmp_path, ("local",), None)
     monkeypatch.undo()
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_empty_data_dir_says_what_is_missing_and_how_to_get_it(tmp_path):
@@ -118,23 +114,12 @@ def test_a_folder_where_a_file_belongs_counts_as_missing_and_stays(tmp_path):
     assert (raw / "train-labels-idx1-ubyte").is_dir()
 
 
-def test_data_dir_that_is_a_file_stops_train_py_with_one_paragraph(tmp_path):
-    not_a_dir = tmp_path / "data"
-    not_a_dir.write_bytes(b"not a folder")
-    result = run_train(*cli_overrides(not_a_dir, {}, tmp_path), "trainer.fast_dev_run=true",
-                       cwd=tmp_path)
-    assert_one_paragraph(result, str(not_a_dir), "data.data_dir")
-    assert not_a_dir.read_bytes() == b"not a folder"
-    assert "Epoch 0" not in result.stdout + result.stderr
-
-
-def test_label_out_of_range_stops_train_py_and_files_stay(tmp_path):
-    md5s = write_synthetic_mnist(tmp_path / "data")
-    raw = fetch.raw_dir(tmp_path / "data")
-    _label_out_of_range(raw)
-    md5s["test_labels"] = fetch.md5((raw / "t10k-labels-idx1-ubyte").read_bytes())
-    before = _snapshot(raw)
-    result = run_train(*cli_overrides(tmp_path / "data", md5s, tmp_path),
-                       "trainer.fast_dev_run=true", cwd=tmp_path)
-    assert_one_paragraph(result, "t10k-labels-idx1-ubyte holds label 10")
-    assert _snapshot(raw) == before
+def test_csv_to_idx_round_trips_pixels_and_labels(tmp_path):
+    images, labels = synthetic_arrays(7, seed=3)
+    got_images, got_labels = idx.csv_to_arrays(mnist_csv(images, labels), "tiny.csv")
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
+    idx.write(tmp_path / "imgs", got_images)
+    data = (tmp_path / "imgs").read_bytes()
+    assert data[:4] == b"\x00\x00\x08\x03" and data[4:8] == (7).to_bytes(4, "big")
+    np.testing.assert_array_equal(idx.parse(data, tmp_path / "imgs", 3), images)

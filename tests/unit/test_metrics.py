@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 import torch
@@ -11,52 +9,13 @@ import torch.nn.functional as F
 from sklearn.metrics import classification_report, confusion_matrix
 
 from mnist_mlp.errors import UserError
-from mnist_mlp.metrics import TestMetrics, TestResults
-
-C = 10
-LABELS = list(range(C))
-
-
-def logits_for(pred: np.ndarray, seed: int = 0) -> torch.Tensor:
-    """Logits whose argmax is ``pred``, with noise so probabilities and loss are not trivial."""
-    g = torch.Generator().manual_seed(seed)
-    return F.one_hot(torch.as_tensor(pred), C).float() * 3 + torch.rand(len(pred), C, generator=g)
-
-
-def measure(label: np.ndarray, pred: np.ndarray, batch: int = 37) -> tuple[TestResults, Any]:
-    logits = logits_for(pred)
-    y, metrics = torch.as_tensor(label), TestMetrics(C)
-    for start in range(0, len(y), batch):
-        sl = slice(start, start + batch)
-        metrics.update(logits[sl], y[sl], torch.arange(len(y))[sl])
-    return metrics.compute(), logits
-
-
-def _rng(seed):
-    return np.random.default_rng(seed)
-
-
-def _mostly_right(r):
-    y = r.integers(0, C, 500)
-    return y, np.where(r.random(500) < 0.9, y, r.integers(0, C, 500))
-
-
-CASES = {
-    "random": lambda r: (r.integers(0, C, 500), r.integers(0, C, 500)),
-    "mostly_right": lambda r: _mostly_right(r),
-    "class_never_predicted": lambda r: (r.integers(0, C, 300), r.integers(0, C - 1, 300)),
-    "class_absent_from_targets": lambda r: (r.integers(1, C, 300), r.integers(0, C, 300)),
-    "class_absent_from_both": lambda r: (r.integers(0, C - 1, 300), r.integers(0, C - 1, 300)),
-    "one_class_only": lambda r: (np.full(50, 3), np.full(50, 3)),
-    "one_class_all_wrong": lambda r: (np.full(50, 3), np.full(50, 5)),
-    "very_uneven_supports": lambda r: (np.repeat(np.arange(C), [1, 2, 500, 3, 0, 40, 1, 1, 200, 7]),
-                                       r.integers(0, C, 755)),
-}
+from mnist_mlp.metrics import TestMetrics
+from tests.helpers.predictions import CASES, LABELS, C, logits_for, measure, rng
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_number_equals_scikit_learn(case):
-    label, pred = CASES[case](_rng(sorted(CASES).index(case)))
+    label, pred = CASES[case](rng(sorted(CASES).index(case)))
     r, logits = measure(label, pred)
     ref = classification_report(label, pred, labels=LABELS, output_dict=True, zero_division=0)
     for k in LABELS:
@@ -107,7 +66,7 @@ def test_a_sample_counted_twice_is_an_error_not_a_wrong_number():
 
 
 def test_logged_names_follow_the_documented_scheme():
-    label, pred = CASES["random"](_rng(1))
+    label, pred = CASES["random"](rng(1))
     r, _ = measure(label, pred)
     s = r.scalars()
     assert s["test/acc"] == r.accuracy and s["test/loss"] == r.loss

@@ -1,22 +1,15 @@
-"""Comparing runs: McNemar, Holm, seed spread and refusals against independent computations, and
-the comparison a sweep leaves in its parent run."""
+"""Comparing runs: McNemar, Holm, seed spread and refusals against independent computations
+(mnist_mlp/report/comparison.py; the comparison a sweep leaves: tests/integration/test_sweep.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-from conftest import ROOT, data_overrides, store_overrides
-from faults_helpers import assert_one_paragraph, quiet, run_train
 from scipy.stats import binomtest
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import f1_score
 
 from mnist_mlp.errors import UserError
 from mnist_mlp.report.comparison import RunPredictions, compare, holm, mcnemar_exact
@@ -92,80 +85,3 @@ def test_runs_tested_on_different_data_are_refused():
         compare([_run("a", 1, 0.8), _run("b", 2, 0.8, n=300)])
     with pytest.raises(UserError, match="sizes or labels differ"):
         compare([_run("a", 1, 0.8), _run("b", 2, 0.8, label_seed=1)])
-
-
-# ---------------------------------------------------------------- end to end ----------------------
-
-
-def _csv_rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def _predictions(path):
-    return np.loadtxt(path, delimiter=",", skiprows=1)
-
-
-@pytest.mark.slow
-def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares_loose_runs(
-        synthetic_mnist, tmp_path):
-    from mlflow import MlflowClient
-
-    data_dir, md5s = synthetic_mnist
-    # lr 0.002: two epochs leave the synthetic digits partly learnt, so the seeds disagree.
-    result = run_train("-m", "seed=1,2", "trainer.max_epochs=2", "model.lr=0.002",
-                       *data_overrides(data_dir, md5s), *store_overrides(tmp_path), *quiet())
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    exp = client.get_experiment_by_name("mnist-mlp").experiment_id
-    (parent,) = client.search_runs([exp], "tags.`mnist_mlp.role` = 'sweep'")
-    assert parent.info.status == "FINISHED"
-    jobs = client.search_runs([exp], "tags.`mnist_mlp.role` = 'train'")
-    got = {}
-    for job in jobs:
-        folder = client.download_artifacts(job.info.run_id, "report", str(tmp_path / job.info.run_id))
-        names = set(os.listdir(folder))
-        assert {"roc_curves.png", "pr_curves.png", "reliability.png", "learning_curves.png",
-                "mistakes_confident.png", "mistakes_pair.png", "summary.json"} <= names
-        table = _predictions(f"{folder}/predictions.csv")
-        got[job.info.run_id] = table
-        y, probs = table[:, 1].astype(int), table[:, 3:]
-        assert job.data.metrics["test/auroc_macro"] == pytest.approx(
-            roc_auc_score(y, probs, multi_class="ovr", labels=LABELS), abs=1e-6)
-        history = client.get_metric_history(job.info.run_id, "val/acc")
-        curves = _csv_rows(f"{folder}/learning_curves.csv")
-        assert [float(r["val/acc"]) for r in curves] == pytest.approx(
-            [m.value for m in sorted(history, key=lambda m: m.step)])
-    comparison = client.download_artifacts(parent.info.run_id, "comparison", str(tmp_path / "cmp"))
-    assert {"comparison.csv", "comparison.md", "comparison.html", "f1_heatmap.png"} <= set(
-        os.listdir(comparison))
-    best, other = _csv_rows(f"{comparison}/comparison.csv")
-    a, b = got[best["run_id"]], got[other["run_id"]]
-    ra, rb = a[:, 1] == a[:, 2], b[:, 1] == b[:, 2]
-    discordant = int((ra != rb).sum())
-    assert discordant > 0
-    p = binomtest(int((ra & ~rb).sum()), discordant, 0.5).pvalue
-    assert float(other["mcnemar_p"]) == pytest.approx(p, rel=1e-12)
-    assert best["config_runs"] == "2"  # seed-only differences: one configuration
-    # Logged by the callback before the parent run closed (Hydra ends callbacks in reverse order).
-    logged = Path(urlparse(parent.info.artifact_uri).path) / "comparison"
-    assert (logged / "comparison.csv").stat().st_mtime * 1000 <= parent.info.end_time
-
-    # compare.py without run ids: the latest sweep, recorded into its parent again.
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    base = [sys.executable, str(ROOT / "compare.py"), f"hydra.run.dir={tmp_path}/compare",
-            *store_overrides(tmp_path)[:2]]
-    done = subprocess.run(base, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0 and f"logged to MLflow run {parent.info.run_id}" in done.stdout, done.stderr
-
-    # compare.py with loose run ids: a new comparison run; then a run with other test data: refused.
-    ids = [j.info.run_id for j in jobs]
-    cmd = [*base, f"runs=[{ids[0]},{ids[1]}]"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (new,) = client.search_runs([exp], "tags.`mnist_mlp.role` = 'compare'")
-    assert {a.path for a in client.list_artifacts(new.info.run_id, "comparison")} >= {
-        "comparison/comparison.csv", "comparison/comparison.html"}
-    client.set_tag(ids[1], "data.md5.test_images", "0" * 32)
-    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert_one_paragraph(refused, "different data", "data.md5.test_images")

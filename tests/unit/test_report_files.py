@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix
-from test_metrics import CASES, _rng, measure
 
 from mnist_mlp import atomic, report
 from mnist_mlp.errors import UserError
+from tests.helpers.predictions import CASES, measure, rng
 
 LABELS = list(range(10))
 HPARAMS = {"learning_rate": 0.1, "batch_size": 100, "epochs": 30}
@@ -21,7 +21,7 @@ SECTIONS = ["Model description", "Hyperparameters", "Test set", "Test data class
 
 
 def _write(tmp_path, case, digits=4):
-    label, pred = CASES[case](_rng(sorted(CASES).index(case)))
+    label, pred = CASES[case](rng(sorted(CASES).index(case)))
     results, _ = measure(label, pred)
     report.write_report(report.Settings(dir=str(tmp_path), digits=digits), results, "MnistMlp(...)",
                         HPARAMS)
@@ -38,6 +38,7 @@ def _read_predictions(folder):
     return header, table
 
 
+@pytest.mark.usefixtures("undrawn_figures")
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("digits", [4, 2])
 def test_files_equal_scikit_learn_on_their_own_predictions(tmp_path, case, digits):
@@ -113,6 +114,7 @@ def test_conclusions_name_sizes_best_worst_and_most_confused_pairs():
     assert "lowest: class 4" in text and ", 9 (" in text
 
 
+@pytest.mark.usefixtures("undrawn_figures")
 def test_a_failed_write_leaves_the_complete_old_file(tmp_path, monkeypatch):
     _write(tmp_path, "random")
     before = (tmp_path / "predictions.csv").read_bytes()

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy.stats import binomtest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, top_k_accuracy_score
 from sklearn.preprocessing import label_binarize
-from test_metrics import LABELS, C, measure
 from torchmetrics.classification import MulticlassCalibrationError
 
 from mnist_mlp import report
 from mnist_mlp.errors import UserError
 from mnist_mlp.metrics import TestMetrics, bootstrap_macro_f1
 from mnist_mlp.report.history import EpochHistory
+from tests.helpers.configs import ROOT
+from tests.helpers.predictions import LABELS, C, measure
 
 
 def _hard_case(seed: int = 3, n: int = 600):
@@ -56,6 +56,7 @@ def _report(tmp_path, label, pred, logits=None, settings=None, **kw):
     return r, table[:, 1].astype(int), table[:, 2].astype(int), table[:, 3:], summary
 
 
+@pytest.mark.usefixtures("undrawn_figures")
 @pytest.mark.parametrize("coarse", [False, True])
 def test_auroc_and_ap_equal_scikit_learn_on_predictions_csv(tmp_path, coarse):
     label, pred = _hard_case()
@@ -100,6 +101,7 @@ def _ece_by_hand(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     return total
 
 
+@pytest.mark.usefixtures("undrawn_figures")
 def test_calibration_and_top_k_equal_independent_computations(tmp_path):
     label, pred = _hard_case(seed=5)
     r, y, _, probs, summary = _report(tmp_path, label, pred)
@@ -113,6 +115,7 @@ def test_calibration_and_top_k_equal_independent_computations(tmp_path):
             top_k_accuracy_score(y, probs, k=k, labels=LABELS), abs=1e-12)
 
 
+@pytest.mark.usefixtures("undrawn_figures")
 def test_wilson_intervals_equal_scipy(tmp_path):
     label, pred = _hard_case(seed=7)
     r, y, p, _, summary = _report(tmp_path, label, pred)
@@ -129,6 +132,7 @@ def test_wilson_intervals_equal_scipy(tmp_path):
     assert f"[{ci.low:.4f}, {ci.high:.4f}]" in md  # shown beside class 9's recall
 
 
+@pytest.mark.usefixtures("undrawn_figures")
 def test_bootstrap_interval_of_macro_f1_equals_scikit_learn_on_the_same_resamples(tmp_path):
     label, pred = _hard_case(seed=11, n=300)
     settings = report.Settings(bootstrap_resamples=250, bootstrap_seed=123)
@@ -164,6 +168,7 @@ def test_mistake_grids_show_the_most_confident_errors_and_the_most_confused_pair
     assert f"Of the {len(wrong)} mistakes, {n_conf} were made with probability ≥ 0.9" in text
 
 
+@pytest.mark.usefixtures("undrawn_figures")
 def test_learning_curves_come_from_the_epoch_history(tmp_path):
     history = [{"epoch": 0, "train/loss": 1.5, "train/acc": 0.6, "val/loss": 1.0, "val/acc": 0.7},
                {"epoch": 1, "train/loss": 0.9, "train/acc": 0.8, "val/loss": 0.8, "val/acc": 0.75}]

@@ -6,22 +6,18 @@ in test_tracking_outage.py.
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
-from mnist_mlp.errors import UserError
-from mnist_mlp.tracking import offline, sync
-from mnist_mlp.tracking.journal import META, Journal, send
+from mnist_mlp.tracking import offline
+from mnist_mlp.tracking.journal import Journal, send
 
 
 class FlakyClient:
@@ -122,31 +118,3 @@ def test_refusals_are_not_outages():
         client = FlakyClient()
         client.log_batch = lambda *a, **k: (_ for _ in ()).throw(bad_param)
         offline.BufferedClient(client, "/nonexistent").log_batch("r", metrics=[_metric(0)])
-
-
-def test_sync_sends_a_journal_and_ends_a_run_whose_process_died(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("x", str(tmp_path / "art"))).info.run_id
-    with pytest.raises(UserError, match="holds no MLflow buffer"):
-        sync.sync(tmp_path)
-    journal = Journal(tmp_path / "out" / "mlflow_buffer")
-    journal.start(uri)
-    journal.append({"op": "log_batch", "run_id": run_id, "metrics": [["val/acc", 0.5, 1_000, 0]]})
-
-    other = subprocess.Popen(["sleep", "60"])  # a train.py that is still running
-    meta = journal.meta()
-    (journal.root / META).write_text(json.dumps({**meta, "pid": other.pid}))
-    try:
-        with pytest.raises(UserError, match=f"still going \\(pid {other.pid}\\)"):
-            sync.sync(tmp_path / "out")
-    finally:
-        other.kill()
-        other.wait()
-    assert client.get_run(run_id).data.metrics == {}  # nothing sent meanwhile
-
-    summary = sync.sync(tmp_path / "out")  # its process is gone, without an end status
-    assert "1 metric value" in summary and "FAILED (its process ended without an end status)" in summary
-    run = client.get_run(run_id)
-    assert run.info.status == "FAILED" and run.data.metrics == {"val/acc": 0.5}
-    assert sync.sync(tmp_path / "out").startswith("Nothing to send")

@@ -1,12 +1,14 @@
-"""Bad config values are refused before any work, naming the key and the allowed range."""
+"""Bad config values and resume checkpoints are refused before any work, naming the key and what
+is allowed."""
 
 from __future__ import annotations
 
 import pytest
-from faults_helpers import assert_one_paragraph, cli_overrides, compose_job, run_train
+import torch
 
 from mnist_mlp import validation
 from mnist_mlp.errors import UserError
+from tests.helpers.configs import checkpoint_of, compose_job
 
 BAD = [
     ("model.lr=0", "model.lr=0", "a finite number > 0"),
@@ -49,15 +51,27 @@ def test_broken_interpolation_is_one_message():
         validation.check(compose_job("model.lr=${nope}"))
 
 
-def test_bad_value_stops_before_data_and_tracking(tmp_path):
-    """The data folder does not exist: the config error comes first and nothing is created."""
-    missing = tmp_path / "no-data"
-    result = run_train(*cli_overrides(missing, {}, tmp_path), "model.lr=-1", cwd=tmp_path)
-    assert_one_paragraph(result, "model.lr=-1", "a finite number > 0")
-    assert not missing.exists() and not (tmp_path / "mlruns").exists()
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p / "missing.ckpt", "does not exist"),
+        (lambda p: p, "is a folder"),
+        (lambda p: (p / "junk.ckpt").write_bytes(b"\x00" * 64) and p / "junk.ckpt",
+         "not a checkpoint written by train.py"),
+        (lambda p: torch.save({"weights": torch.ones(2)}, p / "w.ckpt") or p / "w.ckpt",
+         "not a checkpoint written by train.py"),
+        (lambda p: checkpoint_of(p / "other.ckpt", hidden1=64), "model.net.hidden1=64"),
+    ],
+    ids=["missing", "folder", "junk", "foreign", "other-architecture"],
+)
+def test_bad_resume_checkpoint_is_named(tmp_path, make, expected):
+    path = make(tmp_path)
+    before = path.read_bytes() if path.is_file() else None
+    with pytest.raises(UserError) as err:
+        validation.check_ckpt_path(compose_job(f"ckpt_path={path}"))
+    assert str(path) in str(err.value) and expected in str(err.value)
+    assert (path.read_bytes() if path.is_file() else None) == before
 
 
-def test_unknown_key_is_refused_by_hydra_without_traceback(tmp_path):
-    result = run_train("model.lrr=1", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "model.lrr" in result.stderr and "Traceback" not in result.stderr
+def test_matching_checkpoint_passes(tmp_path):
+    validation.check_ckpt_path(compose_job(f"ckpt_path={checkpoint_of(tmp_path / 'ok.ckpt')}"))
