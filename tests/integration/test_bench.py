@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import data_overrides
 
 from bench import cli
-from mnist_mlp.datamodule import MnistDataModule
+from tests.helpers.data import data_overrides
 
 
 def test_bench_runs_every_path_and_writes_figures(synthetic_mnist, tmp_path, capsys):
@@ -47,13 +46,3 @@ def test_bench_runs_every_path_and_writes_figures(synthetic_mnist, tmp_path, cap
     assert list(proc["import_rss_mb"])[:3] == ["python", "torch", "lightning"]
     assert proc["import_rss_mb"]["torch"] > proc["import_rss_mb"]["python"]
     torch.set_num_threads(threads)  # the bench applies the config's thread count process-wide
-
-
-def test_normalise_in_place_equals_the_formula(synthetic_mnist):
-    data_dir, md5s = synthetic_mnist
-    dm = MnistDataModule(str(data_dir), val_size=100, sources=("local",), md5=md5s)
-    dm.prepare_data()
-    dm.setup()
-    images, _ = dm._load(train=False)
-    expected = ((images.to(torch.float32) / 255.0 - dm.mean) / dm.std).flatten(1)
-    assert torch.equal(dm.tensors["test"][0], expected)
