@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 
-.PHONY: install data train test lint bench ui docs-screenshots clean-venv gpu-wheels
+.PHONY: install data train test test-fast lint bench ui docs-screenshots clean-venv gpu-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ data: install
 train: data
 	$(BIN)/python train.py $(ARGS)
 
+# Everything: tests/unit, tests/integration (the commands as processes), tests/services (servers).
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: tests/unit only (in-process; no servers, no subprocesses).
+test-fast: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
