@@ -7,8 +7,10 @@ ARGS ?=
 PYTEST_ARGS ?=
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
+DOCS_PORT ?= 8000
+DOCS_STAMP := $(VENV)/.docs-stamp
 
-.PHONY: install data train test test-fast lint bench ui docs-screenshots clean-venv gpu-wheels
+.PHONY: install data train test test-fast lint bench ui docs docs-serve docs-screenshots clean-venv gpu-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +40,7 @@ lint: install
 bench: data
 	$(BIN)/python -m bench $(ARGS)
 
-# Wheels for scripts/gpu_check.sh on a GPU machine with Python 3.12 and no internet (README "Speed"):
+# Wheels for scripts/gpu_check.sh on a GPU machine with Python 3.12 and no internet (docs: Development):
 # hydra-core, omegaconf, mlflow and their dependencies; antlr4-python3-runtime 4.9.3 is only an
 # sdist, so it is built into a (pure-Python) wheel here first. Wheels of what that machine already
 # has (numpy, scipy, scikit-learn, matplotlib and its image/font packages) are dropped again.
@@ -61,9 +63,21 @@ ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT)
 
-# docs/*.png: a short sweep on MNIST into a temporary store, photographed in headless Chromium.
+# docs/images/*.png: two short runs on MNIST into a temporary store, photographed in headless Chromium.
 docs-screenshots: data
 	$(BIN)/python docs/screenshots.py
+
+# The documentation site (mkdocs.yml, docs/): the docs extra in its own stamp, so `make test` does
+# not install it. --strict: a broken link or anchor, or a page left out of the nav, fails the build.
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

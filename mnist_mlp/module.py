@@ -88,9 +88,15 @@ class MnistLitModule(L.LightningModule):
         step's loss was: what the NaN check reads)."""
         if torch.is_tensor(chunk[0]):
             chunk = [chunk]
+        self.fused_step.begin_iteration()
         for batch in chunk:
             self.fused_step(batch[0], batch[1])
         return self.fused_step.iteration_loss(len(chunk))
+
+    def on_train_end(self) -> None:
+        # Before Lightning's teardown moves the tensors a captured CUDA graph points at to the CPU.
+        if self.fused_step is not None:
+            self.fused_step.release()
 
     def on_train_epoch_end(self) -> None:
         self._step_epoch_schedulers()
@@ -122,7 +128,7 @@ class MnistLitModule(L.LightningModule):
 
     def on_validation_model_zero_grad(self) -> None:
         # A captured CUDA graph writes the gradients into fixed memory: never release them.
-        if not isinstance(self.fused_step, fused.GraphStep):
+        if self.fused_step is None or not self.fused_step.holds_graph:
             super().on_validation_model_zero_grad()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:

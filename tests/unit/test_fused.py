@@ -35,7 +35,7 @@ def _fit(synthetic, tmp_path, *overrides, epochs=2):
     apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = runner.build(cfg)
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     return model, trainer, datamodule
 
 
@@ -216,9 +216,12 @@ def _fake_module(device="cuda", optimizer=None, strategy=None, callbacks=(), **h
         world_size=2 if strategy == "ddp" else 1, precision=hparams.pop("precision", "32-true"),
         strategy=DDPStrategy() if strategy == "ddp" else SingleDeviceStrategy("cpu"),
         lr_scheduler_configs=hparams.pop("schedulers", []), precision_plugin=Precision(),
-        callbacks=list(callbacks))
-    return SimpleNamespace(device=torch.device(device), trainer=trainer, hparams=hparams,
-                           optimizers=lambda: SimpleNamespace(optimizer=optimizer))
+        callbacks=list(callbacks), train_dataloader=SimpleNamespace(batch_size=2))
+    module = torch.nn.Module()  # the hooks graph_blocker looks for are a module's
+    module.net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    module.device, module.trainer, module.hparams = torch.device(device), trainer, hparams
+    module.optimizers = lambda: SimpleNamespace(optimizer=optimizer)
+    return module
 
 
 @pytest.mark.parametrize(
