@@ -18,44 +18,19 @@ from torchmetrics.classification import MulticlassAccuracy
 from mnist_mlp import fused, runner, validation
 from mnist_mlp.datamodule import TensorBatches
 from mnist_mlp.errors import UserError
-from mnist_mlp.speed import apply_torch_settings
 from tests.helpers.configs import compose_job, quiet
 from tests.helpers.data import data_overrides
-
-BATCH, N_TRAIN = 48, 500
-STEPS_PER_EPOCH = -(-N_TRAIN // BATCH)  # 11
-
-
-def _fit(synthetic, tmp_path, *overrides, epochs=2):
-    data_dir, md5s = synthetic
-    cfg = compose_job(*data_overrides(data_dir, md5s), "~logger", *quiet(),
-                      f"data.batch_size={BATCH}", "model.net.hidden1=64",
-                      f"trainer.max_epochs={epochs}", *overrides, out=tmp_path)
-    validation.check(cfg)
-    apply_torch_settings(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule, model, trainer = runner.build(cfg)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    return model, trainer, datamodule
-
-
-def _assert_same_training(a, b):
-    (model_a, trainer_a, _), (model_b, trainer_b, _) = a, b
-    for key, value in model_a.state_dict().items():
-        assert torch.equal(value, model_b.state_dict()[key]), key  # bitwise, BatchNorm stats too
-    assert trainer_a.global_step == trainer_b.global_step
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
-        assert torch.equal(trainer_a.callback_metrics[key], trainer_b.callback_metrics[key]), key
+from tests.helpers.fused import BATCH, STEPS_PER_EPOCH, assert_same_training, fake_module, fit
 
 
 def test_k_steps_per_iteration_give_bitwise_the_weights_and_metrics_of_one(synthetic_mnist,
                                                                            tmp_path):
-    one = _fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1")
-    four = _fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4")
+    one = fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1")
+    four = fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4")
     assert one[1].num_training_batches == STEPS_PER_EPOCH
     assert four[1].num_training_batches == 3  # chunks of 4, 4 and 3 batches
     assert four[1].global_step == 2 * STEPS_PER_EPOCH  # optimizer steps, not iterations
-    _assert_same_training(one, four)
+    assert_same_training(one, four)
 
 
 def test_train_metrics_equal_an_independent_computation(synthetic_mnist, tmp_path):
@@ -107,9 +82,9 @@ def test_a_step_interval_scheduler_steps_once_per_optimizer_step(synthetic_mnist
     scheduler = ["+model.scheduler._target_=torch.optim.lr_scheduler.StepLR",
                  "+model.scheduler._partial_=true", "+model.scheduler.step_size=5",
                  "+model.scheduler.gamma=0.5", "+model.scheduler.interval=step"]
-    one = _fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1", *scheduler)
-    four = _fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4", *scheduler)
-    _assert_same_training(one, four)  # the rate changes mid-chunk: equal weights need equal rates
+    one = fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1", *scheduler)
+    four = fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4", *scheduler)
+    assert_same_training(one, four)  # the rate changes mid-chunk: equal weights need equal rates
     steps = 2 * STEPS_PER_EPOCH
     for _, trainer, _ in (one, four):
         assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == steps
@@ -118,24 +93,24 @@ def test_a_step_interval_scheduler_steps_once_per_optimizer_step(synthetic_mnist
 
 def test_epoch_schedulers_and_clipping_work_with_k_steps(synthetic_mnist, tmp_path):
     extra = ["model/scheduler=plateau", "model.scheduler.patience=0", "model.gradient_clip_val=0.05"]
-    one = _fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1", *extra, epochs=3)
-    four = _fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4", *extra, epochs=3)
-    _assert_same_training(one, four)
-    unclipped = _fit(synthetic_mnist, tmp_path / "free", "model.steps_per_iteration=4",
+    one = fit(synthetic_mnist, tmp_path / "k1", "model.steps_per_iteration=1", *extra, epochs=3)
+    four = fit(synthetic_mnist, tmp_path / "k4", "model.steps_per_iteration=4", *extra, epochs=3)
+    assert_same_training(one, four)
+    unclipped = fit(synthetic_mnist, tmp_path / "free", "model.steps_per_iteration=4",
                      "model/scheduler=plateau", "model.scheduler.patience=0", epochs=3)
     assert not torch.equal(unclipped[0].net.wih.weight, four[0].net.wih.weight)
 
 
 def test_non_finite_loss_stops_within_an_iteration_with_k_steps(synthetic_mnist, tmp_path):
     with pytest.raises(UserError, match=r"Training stopped in epoch 0 \(step 4\).*NaN or infinite"):
-        _fit(synthetic_mnist, tmp_path, "model.lr=1e30", "model.steps_per_iteration=4",
+        fit(synthetic_mnist, tmp_path, "model.lr=1e30", "model.steps_per_iteration=4",
              "callbacks.stop_on_nonfinite_loss.every_n_steps=1")
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
 
 
 def test_the_eager_path_runs_on_cpu_and_says_so(synthetic_mnist, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="mnist_mlp.fused"):
-        model, _, _ = _fit(synthetic_mnist, tmp_path, "model.steps_per_iteration=auto", epochs=1)
+        model, _, _ = fit(synthetic_mnist, tmp_path, "model.steps_per_iteration=auto", epochs=1)
     lines = [r.getMessage() for r in caplog.records if r.name == "mnist_mlp.fused"]
     assert lines == [f"Training step: eager, {fused.AUTO_STEPS['cpu']} optimizer steps per iteration "
                      "(no CUDA graph: the device is cpu)."]
@@ -152,12 +127,12 @@ class CountsBackward(L.Callback):
 
 def test_a_callback_on_the_step_hooks_is_called_every_step_with_the_same_arithmetic(
         synthetic_mnist, tmp_path):
-    direct = _fit(synthetic_mnist, tmp_path / "direct", "model.steps_per_iteration=4")
-    hooked = _fit(synthetic_mnist, tmp_path / "hooked", "model.steps_per_iteration=4",
+    direct = fit(synthetic_mnist, tmp_path / "direct", "model.steps_per_iteration=4")
+    hooked = fit(synthetic_mnist, tmp_path / "hooked", "model.steps_per_iteration=4",
                   "+callbacks.counts._target_=tests.unit.test_fused.CountsBackward")
     assert direct[0].fused_step.direct and not hooked[0].fused_step.direct
     assert CountsBackward.calls == 2 * STEPS_PER_EPOCH
-    _assert_same_training(direct, hooked)
+    assert_same_training(direct, hooked)
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
@@ -203,27 +178,6 @@ def test_a_plain_loader_of_single_batches_trains_one_step_per_batch():
     assert 0 <= float(trainer.callback_metrics["train/acc"]) <= 1
 
 
-def _fake_module(device="cuda", optimizer=None, strategy=None, callbacks=(), **hparams):
-    """What ``graph_blocker`` reads of a LightningModule on a GPU (no GPU needed)."""
-    from types import SimpleNamespace
-
-    from lightning.pytorch.plugins.precision import Precision
-    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
-
-    params = [torch.nn.Parameter(torch.zeros(2))]
-    optimizer = optimizer or torch.optim.SGD(params, lr=0.1, momentum=0.9)
-    trainer = SimpleNamespace(
-        world_size=2 if strategy == "ddp" else 1, precision=hparams.pop("precision", "32-true"),
-        strategy=DDPStrategy() if strategy == "ddp" else SingleDeviceStrategy("cpu"),
-        lr_scheduler_configs=hparams.pop("schedulers", []), precision_plugin=Precision(),
-        callbacks=list(callbacks), train_dataloader=SimpleNamespace(batch_size=2))
-    module = torch.nn.Module()  # the hooks graph_blocker looks for are a module's
-    module.net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    module.device, module.trainer, module.hparams = torch.device(device), trainer, hparams
-    module.optimizers = lambda: SimpleNamespace(optimizer=optimizer)
-    return module
-
-
 @pytest.mark.parametrize(
     ("changes", "why"),
     [({}, None),
@@ -246,5 +200,5 @@ def test_the_cuda_graph_is_refused_where_a_captured_step_would_be_wrong(changes,
                   "adam-capturable": torch.optim.Adam(params, capturable=True)}
     if "optimizer" in changes:
         changes = {**changes, "optimizer": optimizers[changes["optimizer"]]}
-    blocker = fused.graph_blocker(_fake_module(**changes))
+    blocker = fused.graph_blocker(fake_module(**changes))
     assert blocker == why if why is None else why in blocker

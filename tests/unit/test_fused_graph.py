@@ -13,7 +13,7 @@ No GPU runs these tests, so ``torch.cuda``'s streams and graphs are replaced by 
 
 Ops are recorded below autograd (a ``TorchDispatchMode``), so the backward and the optimizer step
 are recorded as they would be captured. With that, the graph step must train bit for bit as the
-eager fused step over real epochs (the synthetic MNIST of ``conftest``: 500 training images at
+eager fused step over real epochs (the session's synthetic MNIST: 500 training images at
 batch 48, 11 batches per epoch, the last one of 20 images), and fall back to it, with one log
 line, wherever a graph would train differently.
 """
@@ -28,7 +28,6 @@ import logging
 import lightning as L
 import pytest
 import torch
-from test_fused import STEPS_PER_EPOCH, _assert_same_training, _fake_module, _fit
 
 # torch documents its dispatch modes and pytree helpers under these private module names
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -37,6 +36,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from mnist_mlp import fused
 from mnist_mlp.datamodule import MnistDataModule
 from mnist_mlp.errors import UserError
+from tests.helpers.fused import STEPS_PER_EPOCH, assert_same_training, fake_module, fit
 
 aten = torch.ops.aten
 K = 4  # steps per iteration: chunks of 4, 4 and 3 batches
@@ -233,15 +233,15 @@ def _lines(caplog) -> list[str]:
 def _run(synthetic, tmp_path, *overrides, epochs=1):
     """The graph step and the eager step on the same configuration: (graph run, eager run)."""
     common = (f"model.steps_per_iteration={K}", *overrides)
-    graph = _fit(synthetic, tmp_path / "graph", "model.cuda_graph=true", *common, epochs=epochs)
-    eager = _fit(synthetic, tmp_path / "eager", "model.cuda_graph=false", *common, epochs=epochs)
+    graph = fit(synthetic, tmp_path / "graph", "model.cuda_graph=true", *common, epochs=epochs)
+    eager = fit(synthetic, tmp_path / "eager", "model.cuda_graph=false", *common, epochs=epochs)
     assert type(eager[0].fused_step) is fused.EagerStep
     return graph, eager
 
 
 def _assert_bit_for_bit(graph, eager):
     """Weights, BatchNorm statistics, optimizer state, step count and epoch metrics equal."""
-    _assert_same_training(graph, eager)
+    assert_same_training(graph, eager)
     state_g, state_e = (run[1].optimizers[0].state_dict()["state"] for run in (graph, eager))
     assert state_g.keys() == state_e.keys()
     for i, values in state_g.items():
@@ -276,7 +276,7 @@ def test_graph_step_trains_bit_for_bit_as_the_eager_step(synthetic_mnist, tmp_pa
 def test_graph_step_resumes_from_a_checkpoint_with_optimizer_state(synthetic_mnist, tmp_path,
                                                                    emulated_cuda):
     """The undo of the warm-up puts the checkpoint's momentum buffers back, not zeros."""
-    _fit(synthetic_mnist, tmp_path / "first", "model.cuda_graph=false",
+    fit(synthetic_mnist, tmp_path / "first", "model.cuda_graph=false",
          f"model.steps_per_iteration={K}", epochs=1)
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["optimizer_states"][0]["state"]  # buffers to keep
@@ -310,7 +310,7 @@ class _ShortFirst:
 def test_graph_step_captures_at_a_full_batch_after_a_short_first_one(synthetic_mnist, tmp_path,
                                                                      emulated_cuda):
     graph, eager = _run(synthetic_mnist, tmp_path,
-                        "data._target_=test_graph_step.ShortBatchFirst", epochs=2)
+                        "data._target_=tests.unit.test_fused_graph.ShortBatchFirst", epochs=2)
     assert emulated_cuda.graphs[0].replays == 2 * (STEPS_PER_EPOCH - 1)
     _assert_bit_for_bit(graph, eager)
 
@@ -318,7 +318,7 @@ def test_graph_step_captures_at_a_full_batch_after_a_short_first_one(synthetic_m
 def test_graph_step_with_no_full_batch_says_it_ran_eager(synthetic_mnist, tmp_path, caplog,
                                                          emulated_cuda):
     with caplog.at_level(logging.INFO, logger="mnist_mlp.fused"):
-        _fit(synthetic_mnist, tmp_path, "data.batch_size=512", epochs=1)
+        fit(synthetic_mnist, tmp_path, "data.batch_size=512", epochs=1)
     assert _lines(caplog) == [
         "Training step: one CUDA graph per step, replayed 10 times per iteration.",
         "Training step: eager for the whole fit (no CUDA graph: no training batch had the full "
@@ -328,7 +328,7 @@ def test_graph_step_with_no_full_batch_says_it_ran_eager(synthetic_mnist, tmp_pa
 
 def test_graph_step_releases_the_graph_at_the_end_of_fit(synthetic_mnist, tmp_path,
                                                          emulated_cuda):
-    model, trainer, datamodule = _fit(synthetic_mnist, tmp_path, "model.steps_per_iteration=4",
+    model, trainer, datamodule = fit(synthetic_mnist, tmp_path, "model.steps_per_iteration=4",
                                       epochs=1)
     (captured,) = emulated_cuda.graphs
     assert captured.resets == 1 and not model.fused_step.holds_graph
@@ -376,7 +376,7 @@ def test_graph_step_falls_back_after_a_failed_capture_with_the_warm_up_undone(
     """A capture that fails mid-way (in the optimizer step; or at a host read, as BatchNorm
     without momentum does, with ``network_blocker`` as lax as before) leaves weights, BatchNorm
     statistics, optimizer state, gradients and RNG as before the warm-up; the fit goes on eager."""
-    overrides = ["+callbacks.state_at_start._target_=test_graph_step.StateAtStart"]
+    overrides = ["+callbacks.state_at_start._target_=tests.unit.test_fused_graph.StateAtStart"]
     if case == "fails":
         emulated_cuda.fail_capture = True
     else:
@@ -424,7 +424,7 @@ OPTIMIZER = ["model/optimizer=adam", "+model.optimizer.capturable=true"]
 @pytest.mark.parametrize(("overrides", "why"), [
     (["+trainer.detect_anomaly=true"], "anomaly detection is on (trainer.detect_anomaly=true)"),
     (["model.net.bn_momentum=null"], "net.bn1 has momentum=None (model.net.bn_momentum=null)"),
-    (["+callbacks.count._target_=test_graph_step.CountTrainingForwards"],
+    (["+callbacks.count._target_=tests.unit.test_fused_graph.CountTrainingForwards"],
      "a forward or backward hook is registered on net"),
     ([*OPTIMIZER, "model.optimizer._target_=torch.optim.NAdam", "model.lr=0.002"],
      "NAdam: the undo of the warm-up"),
@@ -487,7 +487,7 @@ class ChangeMidEpoch(L.Callback):
 ], ids=["lr", "dropout", "hook", "reload"])
 def test_graph_step_falls_back_when_what_it_holds_changes_mid_epoch(
         synthetic_mnist, tmp_path, caplog, emulated_cuda, change, step, why):
-    callback = ["+callbacks.change._target_=test_graph_step.ChangeMidEpoch",
+    callback = ["+callbacks.change._target_=tests.unit.test_fused_graph.ChangeMidEpoch",
                 f"+callbacks.change.change={change}"]
     with caplog.at_level(logging.INFO, logger="mnist_mlp.fused"):
         graph, eager = _run(synthetic_mnist, tmp_path, *callback)
@@ -505,7 +505,7 @@ def test_graph_step_falls_back_when_what_it_holds_changes_mid_epoch(
 def test_graph_step_non_finite_loss_stops_the_run(synthetic_mnist, tmp_path, emulated_cuda):
     """The graph's running loss sum is what the NaN check reads: non-finite from the bad step on."""
     with pytest.raises(UserError, match=r"Training stopped in epoch 0 \(step 4\).*NaN or infinite"):
-        _fit(synthetic_mnist, tmp_path, "model.lr=1e30", f"model.steps_per_iteration={K}",
+        fit(synthetic_mnist, tmp_path, "model.lr=1e30", f"model.steps_per_iteration={K}",
              "callbacks.stop_on_nonfinite_loss.every_n_steps=1")
     assert emulated_cuda.graphs[0].replays == K
 
@@ -529,7 +529,7 @@ def _hooked_optimizer(module):
         "no-batch-size"])
 def test_graph_step_blocker_refuses_hooks_it_would_skip_and_a_loader_without_batch_size(
         change, why):
-    module = _fake_module()  # what graph_blocker reads of a LightningModule on a GPU
+    module = fake_module()  # what graph_blocker reads of a LightningModule on a GPU
     handle = change(module)
     try:
         blocker = fused.graph_blocker(module)
