@@ -31,11 +31,16 @@ LAYERS = ("unit", "integration", "services")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The marker of each test's folder; unit tests first (the quickest to fail), then the rest."""
     tests = Path(__file__).parent
+
+    def layer(item: pytest.Item) -> str:
+        return item.path.relative_to(tests).parts[0]
+
     for item in items:
-        layer = item.path.relative_to(tests).parts[0]
-        if layer in LAYERS:
-            item.add_marker(layer)
+        if layer(item) in LAYERS:
+            item.add_marker(layer(item))
+    items.sort(key=lambda item: LAYERS.index(layer(item)) if layer(item) in LAYERS else len(LAYERS))
 
 
 # ------------------------------------------------------------------ the repository stays clean ----

@@ -12,6 +12,8 @@ from mnist_mlp import fetch, idx
 # The session's synthetic MNIST (fixture ``synthetic_mnist``): 500 training and 100 validation
 # images; 203 test images, so two DDP ranks get uneven shards (a padded shard would show).
 N_TRAIN, N_TEST = 600, 203
+VAL_SIZE = 100  # data.val_size of data_overrides
+TRAIN_SPLIT = N_TRAIN - VAL_SIZE
 
 
 def synthetic_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +46,7 @@ def data_overrides(data_dir: Path, md5s: dict[str, str]) -> list[str]:
     return [
         f"data.data_dir={data_dir}",
         "data.sources=[local]",
-        "data.val_size=100",
+        f"data.val_size={VAL_SIZE}",
         *[f"data.md5.{k}={v}" for k, v in md5s.items()],
     ]
 

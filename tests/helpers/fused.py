@@ -12,10 +12,10 @@ import torch
 from mnist_mlp import runner, validation
 from mnist_mlp.speed import apply_torch_settings
 from tests.helpers.configs import compose_job, quiet
-from tests.helpers.data import data_overrides
+from tests.helpers.data import TRAIN_SPLIT, data_overrides
 
-BATCH, N_TRAIN = 48, 500  # 500: the synthetic MNIST's training split
-STEPS_PER_EPOCH = -(-N_TRAIN // BATCH)  # 11
+BATCH = 48
+STEPS_PER_EPOCH = -(-TRAIN_SPLIT // BATCH)  # 11
 
 
 def fit(synthetic, tmp_path, *overrides, epochs=2):

@@ -26,14 +26,15 @@ class TrainProcess:
 @pytest.fixture(scope="session")
 def train_process(synthetic_mnist, tmp_path_factory) -> TrainProcess:
     """``python train.py`` as a user runs it (default callbacks and console; stdout and stderr to a
-    pipe, as in CI or ``> train.log``): the same run as ``trained_run``, as a process."""
+    pipe, as in CI or ``> train.log``): the settings of ``trained_run`` (its model registered too,
+    system metrics at their default interval), as a process."""
     from mlflow import MlflowClient
 
     tmp = tmp_path_factory.mktemp("train-process")
     data = data_overrides(*synthetic_mnist)
     proc = run_train(f"trainer.max_epochs={TRAINED_EPOCHS}", f"model.lr={TRAINED_LR}",
-                     "logger.system_metrics_interval=0.1", "logger.registered_model_name=mnist-mlp-test",
-                     *data, *store_overrides(tmp), merge_stderr=True, timeout=600)
+                     "logger.registered_model_name=mnist-mlp-test", *data, *store_overrides(tmp),
+                     merge_stderr=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
     (run,) = runs_in(client, "mnist-mlp", "train")

@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score
 from mnist_mlp import checkpoint
 from mnist_mlp.datamodule import MnistDataModule
 from tests.helpers.configs import quiet, store_overrides
-from tests.helpers.data import N_TEST, N_TRAIN, data_overrides
+from tests.helpers.data import N_TEST, TRAIN_SPLIT, VAL_SIZE, data_overrides
 from tests.helpers.processes import processes_of, run_script, run_train, start_script, stopped, wait_for
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def ddp_runs(synthetic_mnist, tmp_path_factory) -> dict[int, tuple[Path, object]
 def _independent_test_metrics(ckpt: Path, data_dir: Path, md5s: dict) -> dict[str, float]:
     """The checkpoint on the whole test set in this one process, scored by scikit-learn."""
     module, _ = checkpoint.load_module(ckpt)
-    dm = MnistDataModule(str(data_dir), sources=["local"], md5=md5s, val_size=100)
+    dm = MnistDataModule(str(data_dir), sources=["local"], md5=md5s, val_size=VAL_SIZE)
     dm.prepare_data()
     dm.setup()
     x, y = dm.tensors["test"]
@@ -104,7 +104,7 @@ def test_ddp_with_k_steps_gives_the_weights_of_one_step(ddp_runs):
         ckpt = torch.load(tmp / "outputs" / "checkpoints" / "last.ckpt", map_location="cpu",
                           weights_only=True)
         weights[steps] = ckpt["state_dict"]
-        assert ckpt["global_step"] == 2 * -(-((N_TRAIN - 100) // 2) // BATCH)  # steps of one rank
+        assert ckpt["global_step"] == 2 * -(-(TRAIN_SPLIT // 2) // BATCH)  # steps of one rank
     for key, value in weights[1].items():
         assert torch.equal(value, weights[3][key]), key
 

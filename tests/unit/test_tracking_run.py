@@ -17,7 +17,7 @@ import torch
 
 from mnist_mlp import cli
 from tests.helpers.configs import compose_job, quiet, store_overrides
-from tests.helpers.data import N_TEST, N_TRAIN, data_overrides
+from tests.helpers.data import N_TEST, TRAIN_SPLIT, VAL_SIZE, data_overrides
 from tests.helpers.runs import (
     EPOCH_METRICS,
     artifacts,
@@ -75,7 +75,7 @@ def test_the_run_lists_mnist_splits_as_dataset_inputs(trained_run):
     assert {n: t["mlflow.data.context"] for n, t in tags.items()} == {
         "mnist-train": "training", "mnist-validation": "validation", "mnist-test": "testing"}
     assert {n: t["rows"] for n, t in tags.items()} == {
-        "mnist-train": str(N_TRAIN - 100), "mnist-validation": "100", "mnist-test": str(N_TEST)}
+        "mnist-train": str(TRAIN_SPLIT), "mnist-validation": str(VAL_SIZE), "mnist-test": str(N_TEST)}
     raw = (trained_run.data_dir / "MNIST" / "raw").resolve()
     for d in inputs.values():
         assert json.loads(d.dataset.source) == {"uri": raw.as_uri()}
