@@ -47,10 +47,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _untracked() -> set[str] | None:
-    """Untracked and ignored paths of the checkout (``None`` outside a git checkout)."""
+    """Untracked and ignored files of the checkout, each one (``None`` outside a git checkout)."""
     try:
-        done = subprocess.run(["git", "ls-files", "--others", "--directory", "-z", "--", ".",
-                               ":!:.venv", ":!:data"], cwd=ROOT, capture_output=True, timeout=60)
+        done = subprocess.run(["git", "ls-files", "--others", "-z", "--", ".", ":!:.venv", ":!:data"],
+                              cwd=ROOT, capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode:
