@@ -9,8 +9,11 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 DOCS_PORT ?= 8000
 DOCS_STAMP := $(VENV)/.docs-stamp
+MODEL ?=
+PORT ?= 5001
+WORKERS ?= 1
 
-.PHONY: install data train test test-fast lint bench ui docs docs-serve docs-screenshots clean-venv gpu-wheels
+.PHONY: install data train test test-fast lint bench ui serve docs docs-serve docs-screenshots clean-venv gpu-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,12 +59,16 @@ gpu-wheels: install
 	for name in $(GPU_HAS); do rm -f $(WHEELS)/$$name-*.whl; done
 	du -sh $(WHEELS)
 
-# Prints the address of the runs table (MLflow 3 opens a new browser on its GenAI pages otherwise).
+# Serves the local store with mlflow ui and prints the address of the runs table once it answers
+# (MLflow 3 opens a new browser on its GenAI pages otherwise): mnist_mlp/tracking/ui.py.
 ui: install
 	mkdir -p mlruns/artifacts
-	@$(BIN)/python -m mnist_mlp.tracking.ui --host $(UI_HOST) --port $(UI_PORT)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT)
+	@$(BIN)/python -m mnist_mlp.tracking.ui --serve --host $(UI_HOST) --port $(UI_PORT)
+
+# MLflow's scoring server for a model of the local store on loopback (docs/serving.md):
+#   make serve MODEL=runs:/<run id>/model   or   MODEL=models:/mnist-mlp@champion PORT=5002 WORKERS=2
+serve: install
+	@$(BIN)/python serve.py 'model_uri=$(MODEL)' port=$(PORT) workers=$(WORKERS) $(ARGS)
 
 # docs/images/*.png: two short runs on MNIST into a temporary store, photographed in headless Chromium.
 docs-screenshots: data

@@ -22,4 +22,7 @@ change on a shared machine hits all three alike.
 Modules, one job each: ``common`` (config, clocks), ``loops`` (the bare loops), ``epochs`` (the
 alternating epoch timing), ``profile`` (the layer profile), ``process`` (the whole process),
 ``cli`` (arguments, printing order, the JSON of the figures).
+
+``python -m bench serve`` (``serve``) times MLflow's scoring server instead, beside in-process
+``predict`` and the bare forward pass (docs/serving.md).
 """

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import torch
 
 import bench
 from bench import epochs, process, profile
+from bench.common import write_figures
 from mnist_mlp.paths import repo_root
 
 
@@ -48,6 +47,11 @@ def _devices(spec: str) -> list[torch.device]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # python -m bench serve: the scoring server (bench/serve.py)
+        from bench import serve
+
+        return serve.main(argv[1:])
     args = parse_args(argv)
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load[0]:.2f} "
@@ -82,12 +86,6 @@ def main(argv: list[str] | None = None) -> int:
             proc["data_mb"] = data_mb
             report["process"] = proc
             process.print_process(proc, a)
-    report["load_after"] = os.getloadavg()
-    print(f"load average after: {report['load_after'][0]:.2f}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2, default=str))
-    print(f"figures: {path}")
+    write_figures(report, args.out, "bench")
     return 0
 

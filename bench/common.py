@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -81,3 +83,15 @@ def precision_context(precision: str, device: torch.device) -> Any:
     return nullcontext()
 
 
+
+
+def write_figures(report: dict[str, Any], out: str | Path, prefix: str) -> Path:
+    """The load average after the run into ``report``, printed; ``report`` as JSON in ``out``."""
+    report["load_after"] = os.getloadavg()
+    print(f"load average after: {report['load_after'][0]:.2f}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(f"figures: {path}")
+    return path

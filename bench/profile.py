@@ -46,7 +46,7 @@ def layer_overrides(callback_names: Sequence[str]) -> list[tuple[str, list[str]]
         ("Trainer alone, 1 step/iteration (no validation, metrics, callbacks, logger)", None),
         ("+ fused iteration (model.steps_per_iteration steps each)", "fused"),
         ("+ validation every epoch", "validation"),
-        ("+ training metrics (train/loss, train/acc)", "train_metrics"),
+        ("+ training metrics (loss/train, acc/train)", "train_metrics"),
         ("+ default callbacks (checkpoints, progress bar, faults)", "callbacks"),
         ("+ MLflow logger = (a), the default configuration", "logger"),
     ]

@@ -5,14 +5,19 @@ Trains two short runs (learning rates 0.05 and 0.1, ``EPOCHS`` epochs each, on t
 store, serves it with ``mlflow ui`` on a free port, and photographs in headless Chromium
 (``CHROMIUM``, default ``/usr/bin/chromium``), into ``docs/images/``:
 
-* ``runs-table.png``: the address ``make ui`` prints, the experiment's runs table;
-* ``run-overview.png``: one run's page: description, datasets, tags, metrics (the
-  system-metrics charts stay blank in headless Chromium, so their tab is not photographed);
+* ``runs-table.png``: the address ``make ui`` prints, the experiment's runs table in its
+  headline view (test accuracy, interval, macro F1, the settings; best first);
+* ``run-overview.png``: one run's page: description, datasets, tags, metrics;
+* ``run-metrics.png``: its "Model metrics" tab, which opens on the learning curves (per epoch)
+  and then the test metrics (the system-metrics charts stay blank in headless Chromium, so their
+  tab is not photographed);
 * ``report-top.png``: the top of the better run's ``report.html``, down to the confusion matrix,
   scaled down and reduced to a palette so that the README's picture stays small;
 * ``roc_curves.png``, ``reliability.png``: two of that run's report figures, as written.
 
-The project's own store (``mlruns/``) is not touched.
+The browser asks for ``docs.mlflow.invalid`` (mapped to 127.0.0.1 inside Chromium, so nothing
+leaves the machine): on ``localhost`` MLflow 3.17 opens its assistant panel over a third of the
+page in a new browser. The project's own store (``mlruns/``) is not touched.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,18 +33,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mnist_mlp.tracking.ui import runs_url  # noqa: E402
-from tests.helpers.net import free_port, wait_healthy  # noqa: E402  (the tests' loopback helpers)
+from mnist_mlp.tracking.serving import free_port, stop_group, wait_answering  # noqa: E402
+from mnist_mlp.tracking.ui import experiment_id, run_url, runs_url  # noqa: E402
 
 EPOCHS = 3
 LRS = (0.05, 0.1)
-# MLflow 3.17 shows a run page in its GenAI layout unless asked for the model-training one.
-ML = "?workflowType=machine_learning"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 IMAGES = ROOT / "docs" / "images"
 # The report page's top, title to confusion matrix, at 1100 px wide; then scaled by REPORT_SCALE.
 REPORT_WINDOW, REPORT_SCALE = "1100,1905", 0.75
 REPORT_FIGURES = ("roc_curves.png", "reliability.png")
+HOST = "docs.mlflow.invalid"  # a name Chromium maps to 127.0.0.1 (.invalid never resolves)
 
 
 def _train(tmp: Path, lr: float) -> None:
@@ -59,15 +62,15 @@ def _server(tmp: Path, port: int):
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "ui", "--host", "127.0.0.1", "--port",
          str(port), "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
-         "--default-artifact-root", str(tmp / "artifacts")],
+         "--default-artifact-root", str(tmp / "artifacts"), "--allowed-hosts",
+         f"{HOST}:{port},127.0.0.1:{port}", "--cors-allowed-origins", f"http://{HOST}:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", proc)
+        wait_answering(f"http://127.0.0.1:{port}/health", proc)
         yield
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_group(proc, wait_s=120)  # uvicorn's workers stop one by one: slow on a busy machine
 
 
 def _shoot(url: str, png: Path, window: str = "1600,900") -> None:
@@ -75,9 +78,10 @@ def _shoot(url: str, png: Path, window: str = "1600,900") -> None:
         subprocess.run(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=60000",
+             f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
              f"--window-size={window}", "--hide-scrollbars", f"--screenshot={png}", url],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180,
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300,
         )
     print(f"{png.relative_to(ROOT)}  {png.stat().st_size // 1024} KB  <- {url}")
 
@@ -102,17 +106,19 @@ def main() -> None:
     try:
         for lr in LRS:
             _train(tmp, lr)
-        client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
-        exp = client.get_experiment_by_name("mnist-mlp")
-        run = client.search_runs([exp.experiment_id], "tags.`mnist_mlp.role` = 'train'",
-                                 order_by=["metrics.`test/acc` DESC"])[0]
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        exp_id = experiment_id(uri, "mnist-mlp")  # as `make ui` does: the saved view is there
+        run = MlflowClient(uri).search_runs([exp_id], "tags.`mnist_mlp.role` = 'train'",
+                                            order_by=["metrics.`test/acc` DESC"])[0]
         port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        page = f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
+        base = f"http://{HOST}:{port}"
         IMAGES.mkdir(exist_ok=True)
         with _server(tmp, port):
-            _shoot(runs_url(base, exp.experiment_id), IMAGES / "runs-table.png")
-            _shoot(page + ML, IMAGES / "run-overview.png", window="1600,1150")
+            _shoot(runs_url(base, exp_id), IMAGES / "runs-table.png", window="1600,600")
+            _shoot(run_url(uri, exp_id, run.info.run_id, base=base), IMAGES / "run-overview.png",
+                   window="1600,1150")
+            _shoot(run_url(uri, exp_id, run.info.run_id, "model-metrics", base=base),
+                   IMAGES / "run-metrics.png", window="1600,1400")
         report = Path(run.data.tags["hydra.output_dir"]) / "report"
         _shoot((report / "report.html").as_uri(), IMAGES / "report-top.png", window=REPORT_WINDOW)
         _shrink(IMAGES / "report-top.png")

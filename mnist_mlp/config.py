@@ -3,17 +3,25 @@
 ``hydra.utils.instantiate`` wraps whatever a target raises in an ``InstantiationException`` whose
 text is Hydra's ("Error in call to target ..."), followed by the cause's repr. ``build`` lets a
 ``UserError`` of the target through as it is, and turns any other failure into a one-paragraph
-``UserError`` naming the config key, so ``train.py`` never shows a traceback for a setting.
+``UserError`` naming the config key, so ``train.py`` never shows a traceback for a setting. A key
+the target does not take (``+model.lrr=0.1``, Hydra's own advice for a key it does not know) is
+named with the keys the target does take.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 
 from mnist_mlp.errors import UserError
+
+# Python's wording for a keyword a callable does not take (CPython 3.11).
+_UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
 
 
 def build(node: Any, key: str, **kwargs: Any) -> Any:
@@ -27,9 +35,35 @@ def build(node: Any, key: str, **kwargs: Any) -> Any:
         if isinstance(cause, UserError):
             raise cause from None
         target = node.get("_target_", "its target") if hasattr(node, "get") else "its target"
+        unknown = _UNEXPECTED.search(str(cause)) if isinstance(cause, TypeError) else None
+        if unknown:
+            raise unknown_key(key, unknown.group(1), target, node.get(unknown.group(1))) from None
         detail = (f"{type(cause).__name__}: {str(cause).splitlines()[0]}" if cause is not None
                   else str(err).splitlines()[0])
         raise UserError(
             f"The settings under {key} cannot build {target} ({detail}). Check the keys and values "
             f"under {key} (in conf/ or on the command line) and run again."
         ) from None
+
+
+def unknown_key(key: str, name: str, target: str, value: Any = None) -> UserError:
+    """``key.name`` is not an argument of ``target``: the paragraph that lists the ones it takes."""
+    valid = accepted_keys(target)
+    listed = f", which takes {', '.join(valid)}" if valid else ""
+    close = difflib.get_close_matches(name, valid, n=1)
+    meant = f" Did you mean {key}.{close[0]}?" if close else ""
+    fix = f", e.g. {key}.{close[0]}={value}" if close and value is not None else ""
+    return UserError(
+        f"{key}.{name} is not a setting of {target}{listed}.{meant} Remove {key}.{name} (a leading "
+        f"+ adds a key that conf/ does not have) or correct its spelling{fix}, and run again."
+    )
+
+
+def accepted_keys(target: str) -> list[str]:
+    """The keyword arguments ``target`` (a class or function path) takes, in its order."""
+    try:
+        params = inspect.signature(get_object(target)).parameters.values()
+    except (ImportError, ValueError, TypeError, AttributeError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.name != "self"]

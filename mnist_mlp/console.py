@@ -3,6 +3,8 @@
 On a terminal the tqdm bar redraws one line in place; written to a file or a CI log, every redraw
 is a new line (about 100 lines per epoch at ``refresh_rate: 50``). ``progress_bar`` picks, at build
 time, the bar for a terminal and ``EpochLines`` (one line per epoch with its metrics) otherwise.
+Both number epochs as ``mnist_mlp.epochs`` does ("Epoch 1/30" is the first). A command ends with
+``summary``: what it found and where its files and MLflow run are.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
+
+from mnist_mlp import epochs
 
 _TIP = "💡 Tip:"  # Lightning's advertisements for its cloud products (litlogger, litmodels)
 
@@ -28,6 +33,7 @@ def quiet_libraries() -> None:
     """Remove messages that tell a user of this project nothing; idempotent.
 
     * Lightning's ``💡 Tip: ... litlogger`` advertisement, logged by every ``Trainer``;
+    * Lightning's hint to prefix the command with ``srun`` wherever Slurm is installed;
     * torch's FutureWarning about ``LeafSpec`` raised inside Lightning's own code (not ours to fix),
       and MLflow's advice to type-hint the served model's ``predict`` (it has a signature);
     * MLflow's artifact download bars (``evaluate.py run_id=...``: 25 redraws on one line) and the
@@ -39,6 +45,10 @@ def quiet_libraries() -> None:
             logger.addFilter(_no_tips)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # Lightning's hint to start train.py with srun wherever Slurm is installed: this project's
+    # Slurm jobs run under srun through hydra/launcher=submitit_slurm (mnist_mlp/slurm); a run
+    # started outside Slurm is meant to run there.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     # MLflow's advice to type-hint a PythonModel's predict: the served model has a signature.
     warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -83,9 +93,22 @@ class EpochLines(ProgressBar):
         text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in sorted(metrics.items()))
         seconds = time.perf_counter() - self._epoch_start
-        of = f"/{trainer.max_epochs}" if (trainer.max_epochs or -1) > 0 else ""
-        print(f"Epoch {self._pending + 1}{of}: {text} ({seconds:.1f} s)", flush=True)
+        print(f"Epoch {epochs.of(trainer, self._pending)}: {text} ({seconds:.1f} s)", flush=True)
         self._pending = None
+
+
+class EpochBar(TQDMProgressBar):
+    """Lightning's tqdm bar, its epochs numbered from 1 and out of the total ("Epoch 3/30")."""
+
+    def on_train_epoch_start(self, trainer: Any, *_: Any) -> None:
+        # Lightning's own hook but for the name: it draws "Epoch 0" (a line of its own in a log)
+        # before anyone could rename it. Private: ``_leave``, Lightning's option for the bar.
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset()
+        self.train_progress_bar.total = convert_inf(self.total_train_batches)
+        self.train_progress_bar.initial = 0
+        self.train_progress_bar.set_description(f"Epoch {epochs.of(trainer)}")
 
 
 def display_callbacks(callbacks: Sequence[Callback], trainer_cfg: Mapping[str, Any]
@@ -94,13 +117,26 @@ def display_callbacks(callbacks: Sequence[Callback], trainer_cfg: Mapping[str, A
 
     ``trainer.enable_progress_bar=false`` drops a configured bar (Lightning refuses the pair) and
     ``enable_model_summary=false`` a configured summary (it would still print). A configured
-    summary callback is the summary: Lightning's own flag would only add a second one.
+    summary callback is the summary: Lightning's own flag would only add a second one. In a sweep,
+    only the first job shows the summary: every job trains the same kind of network.
     """
+    summary = trainer_cfg.get("enable_model_summary", True) and not later_sweep_job()
     kept = [c for c in callbacks
             if not (isinstance(c, ProgressBar) and not trainer_cfg.get("enable_progress_bar", True))
-            and not (isinstance(c, ModelSummary) and not trainer_cfg.get("enable_model_summary", True))]
-    own_summary = any(isinstance(c, ModelSummary) for c in kept)
-    return kept, ({"enable_model_summary": False} if own_summary else {})
+            and not (isinstance(c, ModelSummary) and not summary)]
+    own_summary = any(isinstance(c, ModelSummary) for c in callbacks)
+    return kept, ({"enable_model_summary": False} if own_summary or not summary else {})
+
+
+def later_sweep_job() -> bool:
+    """Whether this is a Hydra multirun job other than the first (``hydra.job.num`` > 0)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hc = HydraConfig.get()
+    return hc.mode == RunMode.MULTIRUN and int(hc.job.get("num") or 0) > 0
 
 
 def progress_bar(mode: str = "auto", refresh_rate: int = 50) -> ProgressBar:
@@ -108,4 +144,20 @@ def progress_bar(mode: str = "auto", refresh_rate: int = 50) -> ProgressBar:
     if mode not in ("auto", "bar", "lines"):
         raise ValueError(f"callbacks.progress_bar.mode={mode!r}: use auto, bar or lines")
     use_bar = mode == "bar" or (mode == "auto" and sys.stdout.isatty())
-    return TQDMProgressBar(refresh_rate=refresh_rate) if use_bar else EpochLines()
+    return EpochBar(refresh_rate=refresh_rate) if use_bar else EpochLines()
+
+
+def summary(items: Sequence[tuple[str, str]], stream: Any = None) -> None:
+    """What a command ends with: one ``label: text`` line per item (``Report: <path>``).
+
+    One line each, also off a terminal, so a CI log or ``grep`` finds each item; on a terminal the
+    labels are aligned and bold, after a blank line that sets the block apart from the progress.
+    """
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    width = max((len(label) for label, _ in items), default=0) + 1
+    lines = []
+    for label, text in items:
+        head = f"{label}:".ljust(width) if tty else f"{label}:"
+        lines.append(f"\033[1m{head}\033[0m {text}" if tty else f"{head} {text}")
+    print(("\n" if tty else "") + "\n".join(lines), file=stream, flush=True)

@@ -7,8 +7,11 @@ What Lightning lacks is written here, each class saying why.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,14 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mnist_mlp import epochs
 from mnist_mlp.atomic import write_atomic
 from mnist_mlp.errors import UserError
 
 #: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
 SIGTERM_EXIT = 143
+#: What a full disk (or a full quota) raises.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def is_interrupt(exception: BaseException) -> bool:
@@ -72,7 +78,7 @@ class StopOnNonFiniteLoss(Callback):
         resume = (f" The last good checkpoint is {last}: resume from it with a lower rate "
                   f"(python train.py ckpt_path={last} model.lr=...)." if last else "")
         raise UserError(
-            f"Training stopped in epoch {trainer.current_epoch} (step {trainer.global_step}): the "
+            f"Training stopped in epoch {epochs.of(trainer)} (step {trainer.global_step}): the "
             "training loss became NaN or infinite, so the weights are no longer usable. This "
             "usually means model.lr is too high for the optimizer; lower model.lr (the reference "
             f"uses 0.1 with SGD) and run again.{resume}"
@@ -102,7 +108,9 @@ class CheckpointOnInterrupt(Callback):
                      BaseException) -> None:
         if not is_interrupt(exception):
             return
-        trainer.save_checkpoint(self.ckpt_path)  # every rank (a barrier); rank 0 writes
+        # Every rank (a barrier); rank 0 writes. The full state, to resume from (saying so keeps
+        # Lightning from logging that it chose it).
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         if not trainer.is_global_zero:
             return
         what = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
@@ -112,7 +120,7 @@ class CheckpointOnInterrupt(Callback):
                 f"with:\n  python train.py ckpt_path={self.ckpt_path} "
                 f"hydra.run.dir={trainer.default_root_dir}" if last else "")
         print(
-            f"Training stopped by {what} in epoch {trainer.current_epoch} (step "
+            f"Training stopped by {what} in epoch {epochs.of(trainer)} (step "
             f"{trainer.global_step}). Saved the current state to {self.ckpt_path}.{hint}",
             file=sys.stderr, flush=True,
         )
@@ -163,3 +171,55 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda f: torch.save(checkpoint, f))
+
+
+def no_space(error: BaseException) -> OSError | None:
+    """The "no space left" ``OSError`` behind ``error``, if any.
+
+    ``torch.save`` reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]
+    ... unexpected pos``, raised while the file's ``OSError`` was being handled: the cause is then
+    the error's context, not ``error`` itself.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextlib.contextmanager
+def disk_full_explained(folder: str | os.PathLike, command: str = "train.py",
+                        what_is_kept: Callable[[], str] | None = None) -> Iterator[None]:
+    """Inside the block, a full disk becomes a ``UserError`` naming the folder and what to do.
+
+    A full disk is the user's to fix (free space, or write elsewhere), so it gets the one paragraph
+    and exit status 2 rather than a traceback. ``what_is_kept``: a sentence on what was saved
+    before (the checkpoints, how to resume), asked for when the disk is full. Everything else
+    passes through unchanged.
+    """
+    try:
+        yield
+    except Exception as err:
+        full = no_space(err)
+        if full is None:
+            raise
+        where = f" while writing {full.filename}" if full.filename else ""
+        raise UserError(
+            f"The disk holding {folder} is full: OSError: [Errno {full.errno}] "
+            f"{os.strerror(full.errno)}{where}. Free space there, or write the outputs to another "
+            f"disk (python {command} ... hydra.run.dir=<a folder with room>), and run again."
+            f"{' ' + what_is_kept() if what_is_kept else ''}"
+        ) from None
+
+
+def kept_checkpoints(folder: str | os.PathLike) -> str:
+    """What a stopped run keeps in its checkpoint ``folder``, and how to resume from it."""
+    ckpts = sorted(p.name for p in Path(folder).glob("*.ckpt")) if Path(folder).is_dir() else []
+    if not ckpts:
+        return "No checkpoint had been saved."
+    last = Path(folder) / "last.ckpt"
+    resume = (f" Once there is room, resume with: python train.py ckpt_path={last} "
+              f"hydra.run.dir={Path(folder).parent}" if last.is_file() else "")
+    return f"The checkpoints saved before are intact in {folder} ({', '.join(ckpts)}).{resume}"

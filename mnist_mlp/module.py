@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_mlp import fused
+from mnist_mlp import epochs, fused
 from mnist_mlp.metrics import TestMetrics, TestResults
 
 
@@ -59,9 +59,11 @@ class MnistLitModule(L.LightningModule):
         self.train_metrics = train_metrics
         self.net = instantiate(self.hparams.net)
         self._forward = torch.compile(self.net) if compile else self.net
+        if not compile:  # one image: Lightning's model summary counts the FLOPs per image with it
+            self.example_input_array = torch.zeros(1, int(self.hparams.net.get("in_features", 784)))
         self.train_totals = fused.TrainTotals()  # updated once per epoch from the device sums
         self.fused_step: fused.EagerStep | None = None  # built at train start (needs the optimizer)
-        self.scheduler_monitor = "val/loss"  # what ReduceLROnPlateau reads (configure_optimizers)
+        self.scheduler_monitor = epochs.VAL_LOSS  # what ReduceLROnPlateau reads (configure_optimizers)
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_metrics = TestMetrics(num_classes)  # names: see mnist_mlp.metrics
@@ -105,8 +107,7 @@ class MnistLitModule(L.LightningModule):
             self.train_totals.update(*self.fused_step.totals())
             totals = self.train_totals.compute()
             self.train_totals.reset()
-            self.log_dict({"train/loss": totals["loss"], "train/acc": totals["acc"]},
-                          prog_bar=True, sync_dist=False)
+            self._log_epoch_metrics({epochs.TRAIN_LOSS: totals["loss"], epochs.TRAIN_ACC: totals["acc"]})
 
     def _step_epoch_schedulers(self) -> None:
         """Epoch-interval schedulers, which Lightning steps only under automatic optimization.
@@ -138,7 +139,7 @@ class MnistLitModule(L.LightningModule):
         self.val_acc.update(logits, y)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val", self.val_loss, self.val_acc)
+        self._log_epoch(epochs.VAL_LOSS, epochs.VAL_ACC, self.val_loss, self.val_acc)
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x, y, index = batch
@@ -151,14 +152,20 @@ class MnistLitModule(L.LightningModule):
         finally:
             self.test_metrics.reset()
         self.log_dict(self.test_results.scalars(), sync_dist=False)
+        # Step 0: one value per test, which MLflow charts as a bar (a line needs steps >= 1).
+        self.log("step", 0.0, sync_dist=False)
 
-    def _log_epoch(self, stage: str, loss: MeanMetric, acc: MulticlassAccuracy) -> None:
+    def _log_epoch_metrics(self, values: dict[str, torch.Tensor]) -> None:
+        """The epoch's metrics (shown on the progress bar), logged with the epoch's number as their
+        step: Lightning takes a logged ``step`` as the logger's step, so MLflow charts them against
+        epochs 1, 2, ... (``mnist_mlp.epochs``), not against optimizer iterations."""
+        self.log_dict(values, prog_bar=True, sync_dist=False)
+        self.log("step", float(epochs.number(self.current_epoch)), sync_dist=False)
+
+    def _log_epoch(self, loss_key: str, acc_key: str, loss: MeanMetric,
+                   acc: MulticlassAccuracy) -> None:
         # compute() syncs across DDP ranks; sanity-check values are reset with the metrics.
-        self.log_dict(
-            {f"{stage}/loss": loss.compute(), f"{stage}/acc": acc.compute()},
-            prog_bar=True,
-            sync_dist=False,
-        )
+        self._log_epoch_metrics({loss_key: loss.compute(), acc_key: acc.compute()})
         loss.reset()
         acc.reset()
 
@@ -169,6 +176,6 @@ class MnistLitModule(L.LightningModule):
         scheduler_cfg = dict(self.hparams.scheduler)
         interval = scheduler_cfg.pop("interval", "epoch")
         # Manual optimization: Lightning keeps only the interval; the module steps the schedulers.
-        self.scheduler_monitor = scheduler_cfg.pop("monitor", "val/loss")
+        self.scheduler_monitor = scheduler_cfg.pop("monitor", epochs.VAL_LOSS)
         scheduler = instantiate(scheduler_cfg)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

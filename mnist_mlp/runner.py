@@ -7,15 +7,17 @@ benchmarks drive the same code in-process.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig
 
-from mnist_mlp import config, console, report
+from mnist_mlp import checkpoint, config, console, report
 from mnist_mlp.report import history
 from mnist_mlp.speed import PhaseClock, apply_torch_settings
-from mnist_mlp.tracking.run import tracked_run
+from mnist_mlp.tracking.run import TrackedRun, provenance, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,24 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     return datamodule, model, trainer
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What a training run leaves: its metrics, its report folder and its MLflow run (if tracked)."""
+
+    results: dict[str, float]
+    report_dir: Path
+    tracking_uri: str | None = None
+    experiment_id: str | None = None
+    run_id: str | None = None
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and test; returns the fit and test metrics as floats."""
+    return train(cfg).results
+
+
+def train(cfg: DictConfig) -> Trained:
+    """Fit and test; the metrics, and where the report and the MLflow run are (``cli.train``)."""
     clock = PhaseClock()
     console.quiet_libraries()
     settings = config.build(cfg.report, "report")  # a typo there must not cost a training run
@@ -48,37 +66,55 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # The MLflow run: store checked, params and tags logged; closed FINISHED, FAILED or KILLED.
     with tracked_run(cfg, trainer, datamodule) as tracked:
         clock.mark("tracking_start")
-        results = fit_and_test(cfg, datamodule, model, trainer, settings, clock)
+        results = fit_and_test(cfg, datamodule, model, trainer, settings, clock, tracked)
         tracked.log_outputs(settings.dir)
         clock.mark("tracking_outputs")
         log.info("Time: %s", clock.summary())
         tracked.log_timings(clock.seconds)
-    return results
+    return Trained(results, Path(settings.dir), cfg.logger.tracking_uri if tracked.run_id else None,
+                   tracked.experiment_id, tracked.run_id)
 
 
 def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer,
-                 settings: report.Settings, clock: PhaseClock) -> dict[str, float]:
+                 settings: report.Settings, clock: PhaseClock,
+                 tracked: TrackedRun | None = None) -> dict[str, float]:
     """Fit, then test the configured checkpoint; returns fit and test metrics as floats."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     clock.mark("fit")
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    test_and_report(cfg, datamodule, model, trainer, settings)
+    test_and_report(cfg, datamodule, model, trainer, settings, tracked)
     clock.mark("test_and_report")
     results = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
-    log.info("Test loss %.4f, accuracy %.4f", results["test/loss"], results["test/acc"])
-    if trainer.is_global_zero:
-        print(f"Test set: average loss {results['test/loss']:.4f}, accuracy {results['test/acc']:.4f}")
+    results.pop("step", None)  # the MLflow step the module logs with its metrics (module)
     return results
 
 
 def test_and_report(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer,
-                    settings: report.Settings) -> None:
-    """Test the configured weights (``test_ckpt``) and write the report files into ``report.dir``."""
+                    settings: report.Settings, tracked: TrackedRun | None = None) -> None:
+    """Test the configured weights (``test_ckpt``) and write the report files into ``report.dir``,
+    headed by ``tracked``'s run (none: not tracked)."""
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     # "last" = the weights in memory; "best" by path, as the last-epoch checkpoint is a second one
     test_ckpt = best if cfg.get("test_ckpt", "best") == "best" and best else None
+    tested = tested_weights(cfg, trainer, test_ckpt)
     trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True, verbose=False)
     if trainer.is_global_zero:  # every rank holds the same synced results; one writes
+        where = tracked.provenance(tested) if tracked else provenance(datamodule, tested)
         report.write_report(settings, model.test_results, str(model.net),
                             report.train_hyperparameters(cfg), images=datamodule.test_images(),
-                            history=history.from_trainer(trainer))
+                            history=history.from_trainer(trainer), provenance=where)
+
+
+def tested_weights(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) -> report.TestedWeights:
+    """Which weights ``test_and_report`` tests, and why: the best checkpoint (its epoch read from
+    the file, its score from the callback that chose it) or the weights in memory."""
+    epochs = trainer.current_epoch  # after fit: the epochs it finished
+    if ckpt_path is None:
+        return report.TestedWeights(cfg.get("test_ckpt", "best"), epochs_trained=epochs,
+                                    epochs_run=epochs)
+    callback = trainer.checkpoint_callback
+    score = getattr(callback, "best_model_score", None)
+    return report.TestedWeights(
+        "best", ckpt_path, epochs_trained=int(checkpoint.read(ckpt_path)["epoch"]) + 1,
+        epochs_run=epochs, monitor=getattr(callback, "monitor", None),
+        score=None if score is None else float(score))

@@ -28,8 +28,8 @@ def resolve_steps(value: int | str, device: torch.device) -> int:
 class TrainTotals(Metric):
     """Epoch totals of the training loss and accuracy, updated once per epoch, summed over ranks.
 
-    ``train/loss`` = loss sum / samples (the per-sample mean, as ``MeanMetric`` weighted by batch
-    size gives) and ``train/acc`` = correct / samples (``MulticlassAccuracy(average="micro")``).
+    ``loss/train`` = loss sum / samples (the per-sample mean, as ``MeanMetric`` weighted by batch
+    size gives) and ``acc/train`` = correct / samples (``MulticlassAccuracy(average="micro")``).
     """
 
     full_state_update = False

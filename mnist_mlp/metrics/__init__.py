@@ -14,10 +14,11 @@ Names under which the LightningModule logs them (one scheme, used by MLflow and 
 - ``test/acc``: overall accuracy (correct / total; for single-label data it equals every micro
   average below);
 - ``test/{precision,recall,f1}_{macro,weighted,micro}``: the averaged metrics;
-- ``test/{acc,precision,recall,f1,support}_class_{k}``: per class ``k``. ``acc_class_k`` is the
-  share of class-``k`` images classified as ``k``, i.e. the class's recall: that is what the
-  reference report calls per-class accuracy;
-- ``test/auroc_class_{k}``, ``test/auroc_macro``, ``test/ap_class_{k}``, ``test/ap_macro``:
+- ``test/{acc,precision,recall,f1,support}_per_class/{k}``: per class ``k`` (``results.per_class``;
+  MLflow's run page shows each in a section of its own, after the averages). ``acc_per_class/k``
+  is the share of class-``k`` images classified as ``k``, i.e. the class's recall: that is what
+  the reference report calls per-class accuracy;
+- ``test/auroc_per_class/{k}``, ``test/auroc_macro``, ``test/ap_per_class/{k}``, ``test/ap_macro``:
   one-vs-rest area under the ROC curve and average precision (scikit-learn's ``roc_auc_score(...,
   multi_class="ovr")`` and ``average_precision_score``), exact (every threshold, no binning);
 - ``test/ece``, ``test/acc_top2``, ``test/acc_top3``, ``test/acc_ci_low``, ``test/acc_ci_high``:
@@ -31,7 +32,7 @@ reference's "average loss" divided a sum of batch means by the set size, a small
 """
 
 from mnist_mlp.metrics.collect import TestMetrics
-from mnist_mlp.metrics.results import Ranking, TestResults
+from mnist_mlp.metrics.results import Ranking, TestResults, per_class_key
 from mnist_mlp.metrics.scores import AVERAGES, PER_CLASS, SCORES, scores_from_confusion
 from mnist_mlp.metrics.stats import (
     CONFIDENCE,
@@ -44,5 +45,5 @@ from mnist_mlp.metrics.stats import (
 )
 
 __all__ = ["AVERAGES", "CONFIDENCE", "ECE_BINS", "PER_CLASS", "SCORES", "Ranking", "Reliability",
-           "TestMetrics", "TestResults", "bootstrap_macro_f1", "reliability", "scores_from_confusion",
-           "top_k_accuracy", "wilson_interval"]
+           "TestMetrics", "TestResults", "bootstrap_macro_f1", "per_class_key", "reliability",
+           "scores_from_confusion", "top_k_accuracy", "wilson_interval"]

@@ -9,6 +9,12 @@ import numpy as np
 from mnist_mlp.metrics.stats import reliability, top_k_accuracy, wilson_interval
 
 
+def per_class_key(name: str, k: int) -> str:
+    """``test/f1_per_class/3``: MLflow's run page groups the charts of each per-class metric in a
+    section of its own (``test/f1_per_class``), after the averages' section ``test``."""
+    return f"test/{name}_per_class/{k}"
+
+
 @dataclass(frozen=True)
 class TestResults:
     """One test run's numbers as plain Python/numpy values: what the report files are made of."""
@@ -45,8 +51,8 @@ class TestResults:
         for average, scores in self.averages.items():
             out.update({f"test/{name}_{average}": v for name, v in scores.items()})
         for k in range(self.num_classes):
-            out[f"test/support_class_{k}"] = float(self.support[k])
-            out.update({f"test/{name}_class_{k}": vals[k] for name, vals in self.per_class.items()})
+            out[per_class_key("support", k)] = float(self.support[k])
+            out.update({per_class_key(name, k): vals[k] for name, vals in self.per_class.items()})
         out.update(self.ranking.scalars())
         low, high = wilson_interval(self.correct, self.total)
         out.update({"test/ece": reliability(self.probs, self.label).ece,
@@ -70,6 +76,6 @@ class Ranking:
     def scalars(self) -> dict[str, float]:
         out = {"test/auroc_macro": self.auroc_macro, "test/ap_macro": self.ap_macro}
         for k, (auroc, ap) in enumerate(zip(self.auroc, self.ap, strict=True)):
-            out[f"test/auroc_class_{k}"] = auroc
-            out[f"test/ap_class_{k}"] = ap
+            out[per_class_key("auroc", k)] = auroc
+            out[per_class_key("ap", k)] = ap
         return out

@@ -44,10 +44,23 @@ class RunPredictions:
     pred: np.ndarray
     params: dict[str, str] = field(default_factory=dict)
     data_md5: dict[str, str] = field(default_factory=dict)
+    #: The registered model version the run's model became (name and version), if any, and
+    #: whether that version holds the alias ``champion``.
+    registered_name: str = ""
+    registered_version: str = ""
+    champion: bool = False
 
     @property
     def correct(self) -> np.ndarray:
         return self.pred == self.label
+
+    @property
+    def model_version(self) -> str:
+        """``mnist-mlp v3`` (``@champion`` after it where it holds the alias), or empty."""
+        if not self.registered_version:
+            return ""
+        return (f"{self.registered_name} v{self.registered_version}"
+                + (" @champion" if self.champion else ""))
 
 
 def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,8 +156,9 @@ class ConfigRow:
         return float(np.mean(self.accuracies))
 
     @property
-    def std(self) -> float:
-        return statistics.stdev(self.accuracies) if len(self.runs) > 1 else 0.0
+    def std(self) -> float | None:
+        """Sample standard deviation; None for one run, which has no spread to measure."""
+        return statistics.stdev(self.accuracies) if len(self.runs) > 1 else None
 
 
 @dataclass

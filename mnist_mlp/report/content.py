@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from mnist_mlp.metrics import CONFIDENCE, ECE_BINS, SCORES, TestResults
-from mnist_mlp.report.numbers import RunNumbers, derive, most_confused
+from mnist_mlp.report.numbers import RunNumbers, derive, most_confused, tied_first
+from mnist_mlp.report.provenance import Provenance, fields
 from mnist_mlp.report.render import Section
-from mnist_mlp.report.tables import dict_report, text_report
 
 #: Largest/smallest class size up to which the report calls the test set balanced.
 BALANCED_RATIO = 1.5
@@ -81,13 +81,25 @@ def _recall_intervals(r: TestResults, n: RunNumbers, digits: int) -> str:
             f"({r.support[k]} images); the narrowest is {_f(float((high - low).min()), digits)} wide.")
 
 
+def joined(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _confusions(r: TestResults) -> str:
     pairs = most_confused(r)
     if not pairs:
         return "No test image was misclassified."
     text = "; ".join(f"{a}↔{b}: {ab + ba} ({a}→{b}: {ab}, {b}→{a}: {ba})" for a, b, ab, ba in pairs)
-    a, b = pairs[0][:2]
-    return f"The model confuses classes {a} and {b} most often. Most-confused pairs: {text}."
+    first = tied_first(pairs)
+    if len(first) == 1:
+        a, b = first[0][:2]
+        lead = f"The model confuses classes {a} and {b} most often."
+    else:
+        names = joined([f"{a}↔{b}" for a, b, _, _ in first])
+        lead = (f"The model confuses classes {names} most often, tied at "
+                f"{first[0][2] + first[0][3]} images each.")
+    return f"{lead} Most-confused pairs: {text}."
 
 
 def _ranking(r: TestResults, digits: int) -> str:
@@ -140,22 +152,22 @@ def _mistakes(r: TestResults, digits: int) -> str:
 
 def sections(r: TestResults, model_text: str, hyperparameters: Mapping[str, Any],
              digits: int = 4, n: RunNumbers | None = None,
-             figures: Sequence[str] = tuple(FIGURES)) -> list[Section]:
-    """The reference report's sections, in its order, then the new ones; ``figures`` that exist."""
+             figures: Sequence[str] = tuple(FIGURES),
+             provenance: Provenance | None = None) -> list[Section]:
+    """The provenance, the reference report's sections in its order, then the new ones; only
+    the ``figures`` that exist. Each number appears once: the scikit-learn layouts of the same
+    scores are files (``classification_report.txt``/``.json``), not a third table.
+    """
     n = n or derive(r)
     c = range(r.num_classes)
-    avg = r.averages
     pct = 100 * r.correct / r.total if r.total else 0.0
     level = int(round(100 * CONFIDENCE))
-    macro = [avg["macro"][s] for s in SCORES]
-    rec_low, rec_high = n.recall_ci
-    per_class = [[k, r.support[k], *(_f(r.per_class[s][k], digits) for s in ("acc", *SCORES)),
-                  _ci((rec_low[k], rec_high[k]), digits)] for k in c]
 
     def img(name: str) -> list[tuple]:
         return [("img", name, FIGURES[name])] if name in figures else []
 
-    out = [
+    out = [Section("Provenance", [("fields", fields(provenance))])] if provenance else []
+    out += [
         Section("Model description", [("pre", model_text)]),
         Section("Hyperparameters", [("list", [f"{k} = {v}" for k, v in hyperparameters.items()])]),
         Section("Test set", [("p", f"Average loss (mean per-sample cross-entropy): "
@@ -164,40 +176,65 @@ def sections(r: TestResults, model_text: str, hyperparameters: Mapping[str, Any]
                                    f"{_ci(n.acc_ci, digits)}.")]),
         Section("Test data class sizes", [("table", ["Class", *map(str, c)],
                                            [["size", *r.support]])]),
-        Section("General metrics", [
-            ("p", "The reference's general row is the macro average (unweighted mean over "
-                  "classes); weighted averages weigh classes by support; micro averages equal "
-                  f"the accuracy. Macro F1-score {level}% interval (percentile bootstrap over the "
-                  f"test images): {_ci(n.f1_macro_ci, digits)}."),
-            ("table", ["average", "accuracy", "precision", "recall", "F1-score"],
-             [["macro (reference's general)", _f(r.accuracy, digits),
-               *(_f(v, digits) for v in macro)],
-              *[[a, _f(r.accuracy, digits), *(_f(avg[a][s], digits) for s in SCORES)]
-                for a in ("weighted", "micro")]]),
-        ]),
+        _general_section(r, n, digits),
         Section("Per-class metrics", [
-            ("p", "A class's accuracy is the share of its images classified correctly, i.e. its "
-                  f"recall (as in the reference); beside it its {level}% Wilson interval."),
-            ("table", ["Class", "Support", "Accuracy", "Precision", "Recall", "F1-score",
-                       f"Recall {level}% interval"], per_class),
+            ("p", "The reference's per-class accuracy (the share of a class's images classified "
+                  "correctly) is the class's recall, so it is one column here; beside it its "
+                  f"{level}% Wilson interval."),
+            ("table", ["Class", "Support", "Precision", "Recall (= accuracy)",
+                       f"Recall {level}% interval", "F1-score"], _per_class_rows(r, n, digits)),
         ]),
         Section("Confusion matrix", [
             *img("confusion_matrix.png"),
             ("p", "Rows: true class; columns: predicted class."),
             ("table", ["true \\ pred", *map(str, c)], [[k, *r.confusion[k]] for k in c]),
         ]),
-        Section("Classification report", [("table", ["", "precision", "recall", "f1-score",
-                                                     "support"], _report_rows(r, digits)),
-                                          ("pre", text_report(r, digits))]),
+        Section("Classification report", [
+            ("p", "scikit-learn's classification report of these predictions is in "
+                  "classification_report.txt (its text layout) and classification_report.json: "
+                  "the per-class precision, recall, F1-score and support above, the accuracy "
+                  "(Test set) and the macro and weighted averages (General metrics)."),
+        ]),
     ]
     if "learning_curves.png" in figures:
         out.append(Section("Learning curves", img("learning_curves.png")))
     out += [_ranking_section(r, digits, img), _calibration_section(n, digits, img)]
     mistakes = img("mistakes_confident.png") + img("mistakes_pair.png")
     if mistakes:
-        out.append(Section("The mistakes", mistakes))
+        out.append(Section("The mistakes", [("p", _mistakes_note(n)), *mistakes]))
     out.append(Section("Conclusions", [("list", conclusions(r, digits, n))]))
     return out
+
+
+def _general_section(r: TestResults, n: RunNumbers, digits: int) -> Section:
+    avg, level = r.averages, int(round(100 * CONFIDENCE))
+    return Section("General metrics", [
+        ("p", "The reference's general row is the macro average (the unweighted mean over "
+              "classes); the weighted average weighs classes by their support; every micro average "
+              f"equals the accuracy (Test set). Macro F1-score {level}% interval (percentile "
+              f"bootstrap over the test images): {_ci(n.f1_macro_ci, digits)}."),
+        ("table", ["average", "precision", "recall", "F1-score"],
+         [[name, *(_f(avg[a][s], digits) for s in SCORES)]
+          for a, name in (("macro", "macro (reference's general)"), ("weighted", "weighted"))]),
+    ])
+
+
+def _per_class_rows(r: TestResults, n: RunNumbers, digits: int) -> list[list[Any]]:
+    low, high = n.recall_ci
+    return [[k, r.support[k], *(_f(r.per_class[s][k], digits) for s in ("precision", "recall")),
+             _ci((low[k], high[k]), digits), _f(r.per_class["f1"][k], digits)]
+            for k in range(r.num_classes)]
+
+
+def _mistakes_note(n: RunNumbers) -> str:
+    text = ("Each image: its true and predicted class, the probability of the prediction and "
+            "#, its test index (the index column of predictions.csv).")
+    if n.pair and n.pair_ties:
+        a, b = n.pair
+        ties = joined([f"{x}↔{y}" for x, y in n.pair_ties])
+        text += (f" The pair grid shows {a}↔{b}; {ties} {'has' if len(n.pair_ties) == 1 else 'have'} "
+                 f"as many mix-ups (the pair with the lowest class numbers is shown).")
+    return text
 
 
 def _ranking_section(r: TestResults, digits: int, img: Any) -> Section:
@@ -219,15 +256,3 @@ def _calibration_section(n: RunNumbers, digits: int, img: Any) -> Section:
               f"probability): {_f(n.reliability.ece, digits)}; {top}."),
         *img("reliability.png"),
     ])
-
-
-def _report_rows(r: TestResults, digits: int) -> list[list[Any]]:
-    """The classification report as table rows (the reference shows it as a table)."""
-    rows: list[list[Any]] = []
-    for name, v in dict_report(r).items():
-        if name == "accuracy":
-            rows.append([name, "", "", _f(v, digits), r.total])
-        else:
-            rows.append([name, *(_f(v[s], digits) for s in ("precision", "recall", "f1-score")),
-                         int(v["support"])])
-    return rows

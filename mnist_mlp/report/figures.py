@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,29 +27,73 @@ def _figure(figsize: tuple[float, float]) -> Any:
 
 
 def confusion_png(r: TestResults) -> bytes:
-    """Counts and row-normalised confusion matrices as one PNG.
+    """``confusion_figure`` as PNG bytes."""
+    return _png(confusion_figure(r))
 
-    Drawn on a bare ``Figure`` (Agg, no pyplot): nothing global is left open. torchmetrics'
-    ``plot`` draws one panel through pyplot, without the row-normalised view.
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of the confusion figure: what each cell says and the value its colour stands for.
+
+    ``colour`` is masked on the diagonal: the correct predictions are written in, on a grey of
+    their own, and do not set the colour scale, which runs from 0 to the largest error.
     """
+
+    title: str
+    bar: str
+    labels: list[list[str]]
+    colour: np.ma.MaskedArray
+
+
+def confusion_panels(r: TestResults) -> list[Panel]:
+    """The counts, and the errors per 1000 images of the true class (the diagonal: recall, in %)."""
     cm = np.asarray(r.confusion, dtype=np.int64)
     rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows != 0)
+    per_mille = np.divide(1000 * cm, rows, out=np.zeros(cm.shape), where=rows != 0)
+    diagonal = np.eye(len(cm), dtype=bool)
+    cells = [(i, j) for i in range(len(cm)) for j in range(len(cm))]
+
+    def labels(text: Any) -> list[list[str]]:  # zero-error cells stay blank
+        out = [["" for _ in cm] for _ in cm]
+        for i, j in cells:
+            if i == j or cm[i, j]:
+                out[i][j] = text(i, j)
+        return out
+
+    return [
+        Panel("Counts (diagonal: correct, grey)", "wrong predictions",
+              labels(lambda i, j: str(cm[i, j])), np.ma.masked_array(cm.astype(float), diagonal)),
+        Panel("Errors per 1000 images of the true class (diagonal: recall %)",
+              "errors per 1000 images of the true class",
+              labels(lambda i, j: f"{per_mille[i, j] / 10:.1f}%" if i == j else f"{per_mille[i, j]:.1f}"),
+              np.ma.masked_array(per_mille, diagonal)),
+    ]
+
+
+def confusion_figure(r: TestResults) -> Any:
+    """The confusion matrix twice (counts; errors per 1000 images of the true class), coloured
+    by the errors alone: a diagonal of ~1000 on the same scale would leave every error white.
+    """
+    from matplotlib import colormaps
+
     c = r.num_classes
+    cmap = colormaps["Reds"].with_extremes(bad="0.86")  # "bad" = the masked diagonal
     fig = _figure((14, 6.2))
-    panels = ((cm, "Counts", "{:d}"), (norm, "Row-normalised (diagonal = recall)", "{:.2f}"))
-    for ax, (data, title, fmt) in zip(fig.subplots(1, 2), panels, strict=True):
-        image = ax.imshow(data, cmap="Blues", vmin=0, vmax=max(float(data.max()), 1e-12))
-        fig.colorbar(image, ax=ax, shrink=0.85)
-        ax.set(title=title, xlabel="Predicted class", ylabel="True class",
+    for ax, panel in zip(fig.subplots(1, 2), confusion_panels(r), strict=True):
+        errors = panel.colour.compressed()
+        top = float(errors.max()) if errors.size and errors.max() > 0 else 1.0
+        image = ax.imshow(panel.colour, cmap=cmap, vmin=0, vmax=top)
+        fig.colorbar(image, ax=ax, shrink=0.85, label=panel.bar)
+        ax.set(title=panel.title, xlabel="Predicted class", ylabel="True class",
                xticks=range(c), yticks=range(c))
-        cut = data.max() / 2
         for i in range(c):
             for j in range(c):
-                ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if data[i, j] > cut else "black")
-    fig.suptitle(f"Confusion matrix, {r.total} test images (rows: true class, columns: predicted)")
-    return _png(fig)
+                dark = i != j and panel.colour[i, j] > top * 0.6
+                ax.text(j, i, panel.labels[i][j], ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black", weight="bold" if i == j else None)
+    fig.suptitle(f"Confusion matrix, {r.total} test images (rows: true class, columns: predicted; "
+                 "colour: the errors, up to the largest)")
+    return fig
 
 
 def _colors(n: int) -> list[Any]:
@@ -58,44 +103,88 @@ def _colors(n: int) -> list[Any]:
     return [cmap(k % cmap.N) for k in range(n)]
 
 
-def roc_png(ranking: Ranking) -> bytes:
+def _defined(ranking: Ranking) -> list[int]:
+    """Classes with a ranking curve: both positive and negative test images."""
+    return [k for k, v in enumerate(ranking.auroc) if np.isfinite(v)]
+
+
+def _legend_or_note(ax: Any, ranking: Ranking, where: str) -> None:
+    if _defined(ranking):
+        ax.legend(loc=where, fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no class has both positive and negative test images",
+                transform=ax.transAxes, ha="center", va="center")
+
+
+def roc_limits(ranking: Ranking) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axes of the ROC figure: false positive rate on a log scale from the decade of one false
+    positive (1 / negatives) to 1, true positive rate from where the lowest curve starts once a
+    first false positive is allowed (rounded down to 0.1) to 1. Good models differ at false
+    positive rates of 1e-4 to 1e-2, which a linear axis squeezes into its left edge.
+    """
+    classes = _defined(ranking)
+    if not classes:
+        return (1e-3, 1.0), (0.0, 1.0)
+    fprs = [ranking.roc[k][0] for k in classes]
+    low = min(float(f[f > 0].min()) for f in fprs)
+    start = min(float(ranking.roc[k][1][ranking.roc[k][0] > 0].min()) for k in classes)
+    return (10 ** np.floor(np.log10(low)), 1.0), (np.floor(10 * start) / 10, 1.0 + 0.005)
+
+
+def roc_figure(ranking: Ranking) -> Any:
     """One-vs-rest ROC curve of every class on one plot, AUROC in the legend."""
+    (x0, x1), ylim = roc_limits(ranking)
     fig = _figure((7.5, 6.5))
     ax = fig.subplots()
-    for k, ((fpr, tpr), color) in enumerate(zip(ranking.roc, _colors(len(ranking.roc)), strict=True)):
-        ax.plot(fpr, tpr, color=color, lw=1.3, label=f"{k}: AUROC {ranking.auroc[k]:.4f}")
-    ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1, label="chance")
-    ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(-0.01, 1), ylim=(0, 1.01),
+    colors = _colors(len(ranking.roc))
+    for k in _defined(ranking):
+        fpr, tpr = ranking.roc[k]
+        ax.plot(np.maximum(fpr, x0), tpr, color=colors[k], lw=1.3,
+                label=f"{k}: AUROC {ranking.auroc[k]:.4f}")
+    ax.set(xscale="log", xlim=(x0, x1), ylim=ylim,
+           xlabel="False positive rate (log scale; 0 drawn at the left edge)",
+           ylabel="True positive rate",
            title=f"ROC, one class against the rest (macro AUROC {ranking.auroc_macro:.4f})")
-    ax.legend(loc="lower right", fontsize=8)
-    _inset(ax, ranking.roc, (0, 0.1), (0.9, 1.0), "zoom: upper left", [0.22, 0.12, 0.4, 0.45])
-    return _png(fig)
+    ax.grid(alpha=0.3, which="both")
+    _legend_or_note(ax, ranking, "lower right")
+    return fig
+
+
+def roc_png(ranking: Ranking) -> bytes:
+    return _png(roc_figure(ranking))
+
+
+def pr_limits(ranking: Ranking) -> tuple[float, float]:
+    """Recall and precision range of the PR figure (the same for both): up to 1, from 0.05 below
+    the lowest class's balanced point (its best ``min(precision, recall)``, rounded down to 0.05),
+    so every class's curve is in view where it keeps both high; the rest of the square, where
+    good models do not differ, is left out.
+    """
+    classes = _defined(ranking)
+    if not classes:
+        return 0.0, 1.0 + 0.005
+    balanced = min(float(np.minimum(*ranking.pr[k]).max()) for k in classes)
+    return max(0.0, np.floor(20 * balanced) / 20 - 0.05), 1.0 + 0.005
+
+
+def pr_figure(ranking: Ranking) -> Any:
+    """Precision-recall curve of every class, average precision in the legend."""
+    lim = pr_limits(ranking)
+    fig = _figure((7.5, 6.5))
+    ax = fig.subplots()
+    colors = _colors(len(ranking.pr))
+    for k in _defined(ranking):
+        precision, recall = ranking.pr[k]
+        ax.plot(recall, precision, color=colors[k], lw=1.3, label=f"{k}: AP {ranking.ap[k]:.4f}")
+    ax.set(xlabel="Recall", ylabel="Precision", xlim=lim, ylim=lim,
+           title=f"Precision-recall, one class against the rest (macro AP {ranking.ap_macro:.4f})")
+    ax.grid(alpha=0.3)
+    _legend_or_note(ax, ranking, "lower left")
+    return fig
 
 
 def pr_png(ranking: Ranking) -> bytes:
-    """Precision-recall curve of every class, average precision in the legend."""
-    fig = _figure((7.5, 6.5))
-    ax = fig.subplots()
-    for k, ((precision, recall), color) in enumerate(zip(ranking.pr, _colors(len(ranking.pr)),
-                                                         strict=True)):
-        ax.plot(recall, precision, color=color, lw=1.3, label=f"{k}: AP {ranking.ap[k]:.4f}")
-    ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1.01), ylim=(0, 1.01),
-           title=f"Precision-recall, one class against the rest (macro AP {ranking.ap_macro:.4f})")
-    ax.legend(loc="lower left", fontsize=8)
-    _inset(ax, [(r, p) for p, r in ranking.pr], (0.9, 1.0), (0.9, 1.0), "zoom: upper right",
-           [0.5, 0.12, 0.4, 0.45])
-    return _png(fig)
-
-
-def _inset(ax: Any, curves: Sequence[tuple[np.ndarray, np.ndarray]], xlim: tuple[float, float],
-           ylim: tuple[float, float], title: str, where: list[float]) -> None:
-    """A zoom on the corner where good classifiers' curves crowd together."""
-    inset = ax.inset_axes(where)
-    for (cx, cy), color in zip(curves, _colors(len(curves)), strict=True):
-        inset.plot(cx, cy, color=color, lw=1)
-    inset.set(xlim=xlim, ylim=ylim, title=title)
-    inset.tick_params(labelsize=7)
-    inset.title.set_fontsize(8)
+    return _png(pr_figure(ranking))
 
 
 def reliability_png(rel: Reliability) -> bytes:
@@ -120,7 +209,20 @@ def reliability_png(rel: Reliability) -> bytes:
 
 def mistakes_png(images: np.ndarray, rows: np.ndarray, r: TestResults, title: str,
                  columns: int = 5) -> bytes:
-    """Test images in a grid, each captioned true class, predicted class and its probability.
+    """``mistakes_figure`` as PNG bytes."""
+    return _png(mistakes_figure(images, rows, r, title, columns))
+
+
+def mistake_caption(r: TestResults, row: int) -> str:
+    """True and predicted class, the prediction's probability and the image's test index (the
+    ``index`` column of predictions.csv), so a reader can find it."""
+    pred = int(r.pred[row])
+    return f"true {int(r.label[row])} → pred {pred}\np = {r.probs[row, pred]:.3f}, #{int(r.index[row])}"
+
+
+def mistakes_figure(images: np.ndarray, rows: np.ndarray, r: TestResults, title: str,
+                    columns: int = 5) -> Any:
+    """Test images in a grid, each captioned by ``mistake_caption``.
 
     ``images`` is the whole test split (N x 28 x 28, values in [0, 1]), indexed by ``r.index[row]``.
     One mosaic in one axes: a subplot per image costs ~10x the drawing time.
@@ -137,14 +239,13 @@ def mistakes_png(images: np.ndarray, rows: np.ndarray, r: TestResults, title: st
     ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     for slot, row in enumerate(rows):
         top, left = (slot // columns) * height, (slot % columns) * width + gap
-        pred = int(r.pred[row])
-        ax.text(left + cell / 2, top + cell + 1, f"true {int(r.label[row])} → pred {pred}\n"
-                f"p = {r.probs[row, pred]:.3f}", ha="center", va="top", fontsize=8.5)
+        ax.text(left + cell / 2, top + cell + 1, mistake_caption(r, int(row)), ha="center",
+                va="top", fontsize=8.5)
     if not len(rows):
         ax.text(width * columns / 2, height / 2, "no mistakes", ha="center", va="center")
     ax.axis("off")
     ax.set_title(title)
-    return _png(fig)
+    return fig
 
 
 def learning_curves_png(history: Sequence[Mapping[str, float]]) -> bytes:
@@ -154,7 +255,7 @@ def learning_curves_png(history: Sequence[Mapping[str, float]]) -> bytes:
     fig = _figure((12, 4.5))
     for ax, what in zip(fig.subplots(1, 2), ("loss", "acc"), strict=True):
         for stage, style in (("train", "-o"), ("val", "-s")):
-            points = [(h["epoch"] + 1, h[f"{stage}/{what}"]) for h in history if f"{stage}/{what}" in h]
+            points = [(h["epoch"], h[f"{what}/{stage}"]) for h in history if f"{what}/{stage}" in h]
             if points:
                 ax.plot(*zip(*points, strict=True), style, ms=4, label=stage)
         ax.set(xlabel="Epoch", ylabel="accuracy" if what == "acc" else "cross-entropy loss",

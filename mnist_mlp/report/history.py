@@ -1,5 +1,8 @@
 """Per-epoch training and validation metrics, kept for the report's learning curves.
 
+Rows are numbered as a person reads them (``mnist_mlp.epochs``): the row of epoch 3 of 30 says
+``epoch 3``, as the console's "Epoch 3/30", ``epoch003.ckpt`` and the MLflow step do.
+
 A callback rather than the MLflow metric history: it works with ``logger=null`` and in tests, and
 its state goes into every checkpoint, so a resumed run still has the epochs before the
 interruption, and ``evaluate.py`` on a checkpoint every epoch up to and including the checkpoint's
@@ -12,12 +15,14 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
+from mnist_mlp import epochs
+
 #: The epoch metrics the curves show (logged by the LightningModule at each epoch's end).
-KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
+KEYS = epochs.METRICS
 
 
 class EpochHistory(Callback):
-    """Records ``KEYS`` once per finished epoch.
+    """Records ``KEYS`` once per finished epoch, under the epoch's number (1 for the first).
 
     Read at the start of the next epoch and at the end of training: callbacks' own
     ``on_train_epoch_end`` runs before the LightningModule logs the epoch's training metrics. A
@@ -27,15 +32,17 @@ class EpochHistory(Callback):
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
-        self._ended_epoch = -1  # the epoch whose training part ended; its metrics follow
+        self._ended_epoch = -1  # Lightning's index of the epoch whose training part ended
 
-    def _record(self, trainer: Any, epoch: int) -> None:
-        if trainer.sanity_checking or epoch < 0 or any(h["epoch"] == epoch for h in self.epochs):
+    def _record(self, trainer: Any, index: int) -> None:
+        """The metrics of the epoch Lightning counts as ``index`` (0 for the first)."""
+        n = epochs.number(index)
+        if trainer.sanity_checking or index < 0 or any(h["epoch"] == n for h in self.epochs):
             return
         metrics = trainer.callback_metrics
         row = {k: float(metrics[k]) for k in KEYS if k in metrics}
         if row:
-            self.epochs.append({"epoch": epoch, **row})
+            self.epochs.append({"epoch": n, **row})
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._record(trainer, trainer.current_epoch - 1)

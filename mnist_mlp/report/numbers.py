@@ -35,13 +35,27 @@ def pair_mistakes(r: TestResults, a: int, b: int, n: int = 25) -> np.ndarray:
     return rows[np.argsort(-conf, kind="stable")[:n]]
 
 
-def most_confused(r: TestResults, top: int = 3) -> list[tuple[int, int, int, int]]:
-    """Unordered class pairs ``(a, b, a→b, b→a)`` with the most mix-ups, most first; none if 0."""
+Pair = tuple[int, int, int, int]  # classes a < b, images a→b, images b→a
+
+
+def most_confused(r: TestResults, top: int = 3) -> list[Pair]:
+    """Unordered class pairs ``(a, b, a→b, b→a)`` with the most mix-ups, most first (equal ones
+    by class numbers); none if 0. Pairs tied with the ``top``-th are kept too: a list that cut
+    between equal pairs would rank one above the other for no reason.
+    """
     cm = np.asarray(r.confusion)
     pairs = [(a, b, int(cm[a, b]), int(cm[b, a]))
              for a in range(r.num_classes) for b in range(a + 1, r.num_classes)]
-    pairs = [p for p in pairs if p[2] + p[3] > 0]
-    return sorted(pairs, key=lambda p: (-(p[2] + p[3]), p[0], p[1]))[:top]
+    pairs = sorted((p for p in pairs if p[2] + p[3] > 0), key=lambda p: (-(p[2] + p[3]), p[0], p[1]))
+    if len(pairs) <= top:
+        return pairs
+    last = pairs[top - 1][2] + pairs[top - 1][3]
+    return [p for i, p in enumerate(pairs) if i < top or p[2] + p[3] == last]
+
+
+def tied_first(pairs: list[Pair]) -> list[Pair]:
+    """The pairs of ``most_confused`` with as many mix-ups as the first."""
+    return [p for p in pairs if p[2] + p[3] == pairs[0][2] + pairs[0][3]] if pairs else []
 
 
 @dataclass(frozen=True)
@@ -54,8 +68,9 @@ class RunNumbers:
     recall_ci: tuple[list[float], list[float]]
     f1_macro_ci: tuple[float, float]
     confident_mistakes: np.ndarray
-    pair: tuple[int, int] | None
+    pair: tuple[int, int] | None  # the pair of the grid: the first of the most-confused ones
     pair_mistakes: np.ndarray
+    pair_ties: list[tuple[int, int]]  # other pairs with as many mix-ups as ``pair``, not shown
 
 
 def derive(r: TestResults, settings: Settings | None = None) -> RunNumbers:
@@ -64,8 +79,8 @@ def derive(r: TestResults, settings: Settings | None = None) -> RunNumbers:
     low, high = wilson_interval(r.correct, r.total)
     diag = np.diag(np.asarray(r.confusion, dtype=np.int64))
     rec_low, rec_high = wilson_interval(diag, r.support)
-    pairs = most_confused(r, 1)
-    pair = (pairs[0][0], pairs[0][1]) if pairs else None
+    first = [(a, b) for a, b, _, _ in tied_first(most_confused(r, 1))]
+    pair = first[0] if first else None
     return RunNumbers(
         reliability=reliability(r.probs, r.label),
         top_k={k: top_k_accuracy(r.probs, r.label, k) for k in (2, 3) if k <= r.num_classes},
@@ -76,4 +91,5 @@ def derive(r: TestResults, settings: Settings | None = None) -> RunNumbers:
         confident_mistakes=confident_mistakes(r, s.mistakes),
         pair=pair,
         pair_mistakes=pair_mistakes(r, *pair, n=s.mistakes) if pair else np.zeros(0, np.int64),
+        pair_ties=first[1:],
     )

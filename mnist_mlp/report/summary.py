@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mnist_mlp.metrics import TestResults
-from mnist_mlp.report.numbers import most_confused
+from mnist_mlp.report.content import joined
+from mnist_mlp.report.numbers import most_confused, tied_first
 
 
 def with_interval(metrics: Mapping[str, float], key: str) -> str:
@@ -23,11 +24,14 @@ def with_interval(metrics: Mapping[str, float], key: str) -> str:
 
 
 def confusion_line(results: TestResults) -> str:
-    pairs = most_confused(results, top=1)
+    """The most-confused pair, or every pair tied for it."""
+    pairs = tied_first(most_confused(results, top=1))
     if not pairs:
         return "No test image misclassified."
-    a, b, ab, ba = pairs[0]
-    return f"Most confused: {a}↔{b}, {ab + ba} images ({a}→{b}: {ab}, {b}→{a}: {ba})."
+    names = joined([f"{a}↔{b}" for a, b, _, _ in pairs])
+    counts = "; ".join(f"{a}→{b}: {ab}, {b}→{a}: {ba}" for a, b, ab, ba in pairs)
+    each = " each" if len(pairs) > 1 else ""
+    return f"Most confused: {names}, {pairs[0][2] + pairs[0][3]} images{each} ({counts})."
 
 
 def headline(metrics: Mapping[str, float], results: TestResults | None,
@@ -46,3 +50,15 @@ def headline(metrics: Mapping[str, float], results: TestResults | None,
         lines.append(confusion_line(results))
     lines.append(", ".join(f"{k} {v}" for k, v in hyperparameters.items()) + ".")
     return "\n\n".join(lines)
+
+
+def headline_numbers(metrics: Mapping[str, float]) -> str:
+    """``accuracy 0.9812 [0.9785, 0.9838] (95% interval), macro F1 0.9811, loss 0.0611``: the
+    headline numbers on one line (a command's summary), from the logged ``test/...`` metrics."""
+    parts = [f"accuracy {with_interval(metrics, 'test/acc')}"
+             + (" (95% interval)" if "test/acc_ci_low" in metrics else "")]
+    if "test/f1_macro" in metrics:
+        parts.append(f"macro F1 {with_interval(metrics, 'test/f1_macro')}")
+    if "test/loss" in metrics:
+        parts.append(f"loss {metrics['test/loss']:.4f}")
+    return ", ".join(parts)

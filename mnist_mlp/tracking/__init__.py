@@ -12,10 +12,14 @@ metrics; this package adds what it does not, one module per job, each imported w
   best checkpoint, description, model);
 * ``logger``: ``MLFlowLogger`` with the run-level switches and the outage buffer;
 * ``datasets``: MNIST's splits as the run's dataset inputs;
-* ``model`` (with ``served_model``, the model's code): the network as a pickle-free pyfunc model;
-* ``sweep``: a parent run per Hydra multirun, and the comparison of its jobs at the end;
+* ``model`` (with ``served_model``, the model's code): the network as a pickle-free pyfunc model
+  under MLflow's classifier convention (docs/serving.md);
+* ``serving``: ``make serve``'s MLflow scoring server, checked, started and stopped;
+* ``registry``: the registered versions of runs' models, and a sweep's alias ``champion``;
+* ``sweep``: a parent run per Hydra multirun, and at its end the champion and the comparison;
 * ``comparison``: which runs ``compare.py`` compares, their predictions, where the result goes;
-* ``evaluation``: ``evaluate.py run_id=<id>``'s checkpoint download and its new, linked run;
+* ``evaluation``: ``evaluate.py run_id=<id>``'s checkpoint download and its new, linked run,
+  with MLflow's own evaluation of the run's model (``evaluate.mlflow_evaluator``);
 * ``ui``: the MLflow UI's address of the runs table (``make ui``);
 * ``offline``, ``journal``, ``sync``: a tracking server that stops answering mid-run costs
   nothing: writes are kept in the run's output folder and sent when it answers again, or later by
@@ -31,5 +35,7 @@ Layout in the store (``logger.tracking_uri``, experiment ``logger.experiment_nam
   and nests each job under it (``mlflow.parentRunId``); jobs are named by their swept values
   (``lr=0.01,seed=1``) and share the tag ``sweep.dir``;
 * ``evaluate.py run_id=<id>`` records into a *new* run nested under the evaluated run
-  (``mnist_mlp.role=evaluate``, ``mnist_mlp.evaluates=<id>``): recorded runs are never changed.
+  (``mnist_mlp.role=evaluate``, ``mnist_mlp.evaluates=<id>``): recorded runs are never changed;
+* with ``logger.registered_model_name``, each run's model is a version of that registered model;
+  a multirun moves the alias ``champion`` and tags its parent ``mnist_mlp.champion``.
 """

@@ -4,7 +4,8 @@
 the latest sweep in the experiment; ``tracking.sweep.SweepComparison`` does it for the sweep that
 just ended. The numbers and files are ``mnist_mlp.report.comparison``'s. A sweep's comparison is
 logged as artifacts ``comparison/`` of its parent run; loose run ids get a new run
-(``mnist_mlp.role=compare``).
+(``mnist_mlp.role=compare``). Each run's registered model version, and which holds the alias
+``champion``, come from the registry (``tracking.registry``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnist_mlp.errors import UserError
-from mnist_mlp.report.comparison import RunPredictions, compare, read_predictions
+from mnist_mlp.report.comparison import Comparison, RunPredictions, compare, read_predictions
 from mnist_mlp.report.comparison_files import write_comparison
+from mnist_mlp.tracking import registry
 from mnist_mlp.tracking.record import PARENT_TAG, ROLE_TAG, RUN_NAME_TAG, git_tags
 from mnist_mlp.tracking.store import get_run, open_store
 
@@ -76,12 +79,42 @@ def load(client: Any, run: Any, tmp: str) -> RunPredictions:
         ) from None
     index, label, pred = read_predictions(path)
     md5 = {k.removeprefix("data.md5."): v for k, v in run.data.tags.items() if k.startswith("data.md5.")}
-    return RunPredictions(rid, run.info.run_name or rid, index, label, pred, dict(run.data.params), md5)
+    version = next(iter(registry.run_versions(client, rid)), None)
+    registered = ({"registered_name": version.name, "registered_version": str(version.version),
+                   "champion": registry.CHAMPION in (version.aliases or [])} if version else {})
+    return RunPredictions(rid, run.info.run_name or rid, index, label, pred, dict(run.data.params),
+                          md5, **registered)
+
+
+@dataclass(frozen=True)
+class Compared:
+    """A comparison done: the run it was logged to (``artifact_dir`` of it), its files, its numbers."""
+
+    target: str
+    files: dict[str, Path]
+    comparison: Comparison
+    artifact_dir: str = ARTIFACT_DIR
+
+    def summary(self, tracking_uri: str, experiment_id: str) -> list[tuple[str, str]]:
+        """What ``compare.py`` and a sweep end with: the best run, the files, the MLflow run."""
+        from mnist_mlp.tracking.ui import address
+
+        best, n = self.comparison.best, len(self.comparison.rows)
+        low, high = best.acc_ci
+        which = ("Best run", f"{best.run.name}, best of {n} by test accuracy") if n > 1 else (
+            "Run", best.run.name)
+        return [
+            (which[0], f"{which[1]}: accuracy {best.accuracy:.4f} [{low:.4f}, {high:.4f}] (95% "
+                       f"interval), macro F1 {best.f1_macro:.4f}"),
+            ("Comparison", str(self.files["comparison.html"])),
+            ("MLflow run", f"{address(tracking_uri, experiment_id, self.target)} "
+                           f"(artifacts {self.artifact_dir}/)"),
+        ]
 
 
 def compare_runs(client: Any, experiment_id: str, run_ids: Sequence[str], out_dir: str | Path,
-                 digits: int = 4) -> tuple[str, dict[str, Path]]:
-    """Compare, write the files into ``out_dir`` and log them; returns the run they went to."""
+                 digits: int = 4) -> Compared:
+    """Compare, write the files into ``out_dir`` and log them into a run (``Compared.target``)."""
     runs, parent = resolve(client, experiment_id, list(run_ids))
     quiet = os.environ.get(_PROGRESS_BAR)
     os.environ[_PROGRESS_BAR] = "false"  # one bar per downloaded file otherwise
@@ -94,10 +127,11 @@ def compare_runs(client: Any, experiment_id: str, run_ids: Sequence[str], out_di
         else:
             os.environ[_PROGRESS_BAR] = quiet
     title = f"Comparison of {parent.info.run_name}" if parent else f"Comparison of {len(runs)} runs"
-    files = write_comparison(out_dir, compare(predictions), title, digits)
+    result = compare(predictions)
+    files = write_comparison(out_dir, result, title, digits)
     target = parent.info.run_id if parent else _new_run(client, runs)
     client.log_artifacts(target, str(out_dir), ARTIFACT_DIR)
-    return target, files
+    return Compared(target, files, result)
 
 
 def _new_run(client: Any, runs: Sequence[Any]) -> str:

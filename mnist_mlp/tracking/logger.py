@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_mlp.tracking.offline import BufferedClient, is_remote
-from mnist_mlp.tracking.store import fail_fast_http
+from mnist_mlp.tracking.store import fail_fast_http, unusable
 
 
 class MlflowLogger(MLFlowLogger):
@@ -37,7 +37,12 @@ class MlflowLogger(MLFlowLogger):
     def __init__(self, *args: Any, system_metrics: bool = True, system_metrics_interval: float = 5.0,
                  registered_model_name: str | None = None, buffer_dir: str | None = None,
                  retry_seconds: float = 10.0, request_timeout: int = 10, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)  # opens a local (SQLite) store
+        except TypeError:  # an argument it does not take: config.build names it
+            raise
+        except Exception as err:  # noqa: BLE001  (SQLAlchemy's, MLflow's: no usable store)
+            raise unusable(kwargs.get("tracking_uri") or "(MLflow's default)", err) from None
         self.system_metrics = system_metrics
         self.system_metrics_interval = float(system_metrics_interval)
         self.registered_model_name = registered_model_name

@@ -9,10 +9,11 @@ load time) with the weights as a state dict read by ``torch.load(weights_only=Tr
   CSV (read by pandas as int64/float64) is refused, the caller has to normalise the pixels, and it
   loaded slower (docs, Tracking: load times of the three formats).
 
-Signature: 784 unnamed double columns (raw pixel values 0-255, row-major) in, 10 float32 class
-probabilities out. Column-based, so a CSV of pixels, a DataFrame or an ``N×784`` array of uint8,
-int32, float32 or float64 pass MLflow's schema check (it refuses int64 as a lossy cast); the check
-also fixes the rank, so an ``N×28×28`` stack goes in as ``images.reshape(len(images), -1)``.
+Signature: no input schema (``served_model`` checks the input, docs/serving.md says why), the
+predicted class out (int64, one per image), and the param ``output`` (``class``, or
+``probabilities`` for ``pred, prob_0 ... prob_9``). ``model_config``: ``max_rows`` bounds the images
+of one call, ``threads`` (0: leave torch's setting) sets torch's CPU threads; a scoring server
+overrides both (``tracking.serving``), as MLflow lets only logged keys be overridden.
 """
 
 from __future__ import annotations
@@ -27,13 +28,39 @@ from mnist_mlp.tracking.record import MODEL_NAME
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
 
 
-def _signature(n_in: int, n_out: int) -> Any:
+MAX_ROWS = 10_000  # images per call: the whole test set in one request, no more
+PIXEL_COLUMNS = [f"pixel_{i}" for i in range(28 * 28)]
+
+
+def _signature() -> Any:
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([ColSpec("double") for _ in range(n_in)]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_out))]))
+    return ModelSignature(inputs=None, outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
+                          params=ParamSchema([ParamSpec("output", "string", "class")]))
+
+
+def raw_pixels(datamodule: Any, split: str = "test", n: int | None = None) -> Any:
+    """The first ``n`` images of ``split`` (all: None) as N x 784 uint8 pixels, as in the IDX file.
+
+    The data module keeps them normalised; undoing it and rounding gives the file's bytes back.
+    """
+    import torch
+
+    datamodule.setup(split)
+    x = datamodule.tensors[split][0][:n].detach().cpu()
+    pixels = torch.round((x * datamodule.std + datamodule.mean) * 255).clamp(0, 255)
+    return pixels.to(torch.uint8).reshape(len(pixels), -1)
+
+
+def evaluation_frame(datamodule: Any) -> Any:
+    """The test set as MLflow's evaluator takes it: ``pixel_0 ... pixel_783`` and ``label``."""
+    import pandas as pd
+
+    frame = pd.DataFrame(raw_pixels(datamodule).numpy(), columns=PIXEL_COLUMNS)
+    frame["label"] = datamodule.tensors["test"][1].cpu().numpy().astype("int64")
+    return frame
 
 
 def model_payload(module: Any, datamodule: Any, n_examples: int = 2) -> dict[str, Any]:
@@ -44,15 +71,11 @@ def model_payload(module: Any, datamodule: Any, n_examples: int = 2) -> dict[str
     images as raw pixels. Plain, so a tracking outage can keep it on disk (``tracking.offline``)
     and ``torch.load(weights_only=True)`` reads it back.
     """
-    import torch
-
-    x = datamodule.tensors["test"][0][:n_examples].detach().cpu()
-    pixels = torch.round((x * datamodule.std + datamodule.mean) * 255).clamp(0, 255)
     return {
         "state_dict": {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
         "net": {k: v for k, v in module.hparams["net"].items() if not k.startswith("_")},
         "mean": float(datamodule.mean), "std": float(datamodule.std),
-        "example": pixels.to(torch.uint8),
+        "example": raw_pixels(datamodule, "test", n_examples),
     }
 
 
@@ -78,9 +101,9 @@ def log_model(run_id: str, tracking_uri: str, payload: dict[str, Any],
     import torch
 
     spec = {"net": payload["net"], "mean": payload["mean"], "std": payload["std"]}
-    # Floats, as a CSV of pixels reads: the example shows what `mlflow models predict` takes.
-    example = pd.DataFrame(payload["example"].double().numpy())
-    n_in, n_out = example.shape[1], len(payload["state_dict"]["who.bias"])
+    # The images as a CSV or `dataframe_split` JSON holds them: what `mlflow models predict` takes.
+    example = pd.DataFrame(payload["example"].reshape(len(payload["example"]), -1).numpy(),
+                           columns=PIXEL_COLUMNS)
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         weights, network = Path(tmp, "weights.pt"), Path(tmp, "network.json")
@@ -90,7 +113,8 @@ def log_model(run_id: str, tracking_uri: str, payload: dict[str, Any],
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME, python_model=str(SERVED_MODEL_CODE),
                 artifacts={"weights": str(weights), "network": str(network)},
-                signature=_signature(n_in, n_out), input_example=example,
+                signature=_signature(), input_example=example,
+                model_config={"max_rows": MAX_ROWS, "threads": 0},
                 pip_requirements=_requirements(), code_paths=[str(Path(__file__).parents[1])],
                 registered_model_name=registered_model_name,
             )

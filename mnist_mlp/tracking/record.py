@@ -21,7 +21,7 @@ SWEEP_DIR_TAG = "sweep.dir"
 SWEEP_JOB_TAG = "sweep.job"
 SWEEP_KEYS_TAG = "sweep.keys"
 BEST_CKPT_TAG = "best_checkpoint"
-FAILURE_TAG = "mnist_mlp.failure"  # why a run was ended FAILED from outside its own exception
+FAILURE_TAG = "mnist_mlp.failure"  # why a run ended FAILED (its exception, a dead rank, its Slurm job)
 NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI (Markdown)
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -55,19 +55,54 @@ def single_run_name(overrides: Sequence[str], output_dir_name: str) -> str:
     return f"{changed} {output_dir_name[:8]}"
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
+#: Hydra's instructions to ``instantiate``: how to build, not what was built.
+_HYDRA_KEYS = frozenset({"_target_", "_recursive_", "_partial_", "_convert_", "_args_"})
+
+
+def _readable(value: Any) -> Any:
+    """A list of ``_target_`` dicts (``trainer.plugins``) as the targets they name."""
+    if isinstance(value, list) and any(isinstance(v, Mapping) and "_target_" in v for v in value):
+        return [v["_target_"] if isinstance(v, Mapping) and "_target_" in v else v for v in value]
+    return value
+
+
+def _flatten(node: Any, choices: Mapping[str, str], prefix: str = "") -> dict[str, Any]:
+    path = prefix[:-1]
+    out: dict[str, Any] = {}
+    if path in choices and isinstance(node, Mapping):  # a swappable part: what was chosen
+        out[path] = node.get("_target_") or choices[path]
+    if not isinstance(node, Mapping):
+        return {path: _readable(node)}
+    for key, value in node.items():
+        if key not in _HYDRA_KEYS:
+            out.update(_flatten(value, choices, f"{prefix}{key}."))
+    return out
+
+
+def group_choices() -> dict[str, str]:
+    """The options chosen for the config groups nested in another (``model/optimizer=sgd`` as
+    ``{"model.optimizer": "sgd"}``): the parts a user swaps, shown as params by what they build.
+
+    Top-level groups (``model``, ``trainer``, ...) each build one fixed class; Hydra's own groups
+    are not the run's settings. Outside a Hydra app (no choices known) none.
+    """
+    hc = hydra_config()
+    if hc is None:
+        return {}
+    return {group.replace("/", "."): str(option) for group, option in hc.runtime.choices.items()
+            if "/" in group and not group.startswith("hydra") and option is not None}
 
 
 def config_params(cfg: DictConfig) -> dict[str, str]:
-    """The resolved job config with dotted keys (``model.lr``): exactly what ran, overrides in."""
+    """The resolved job config with dotted keys (``model.lr``), as a person would write it.
+
+    Exactly what ran, overrides in, without Hydra's build instructions (``_target_``,
+    ``_partial_``, ``_recursive_``) or empty groups: a swapped part reads ``model.optimizer =
+    torch.optim.SGD`` (or ``model.scheduler = none``) beside its settings. ``config.yaml`` among
+    the run's artifacts keeps the config as Hydra composed it.
+    """
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    return {k: str(v)[:_MAX_PARAM] for k, v in _flatten(container).items()}
+    return {k: str(v)[:_MAX_PARAM] for k, v in _flatten(container, group_choices()).items()}
 
 
 def git_tags(root: Path | None = None) -> dict[str, str]:

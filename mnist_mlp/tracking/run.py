@@ -40,6 +40,7 @@ from mnist_mlp.tracking.record import (
 )
 from mnist_mlp.tracking.store import end_run, ending, log_batch, open_store, refusals_explained
 from mnist_mlp.tracking.sweep import find_sweep_parent
+from mnist_mlp.tracking.ui import run_url
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,21 @@ class TrackedRun:
     logger: Any | None
     client: Any = None
     run_id: str | None = None
+    experiment_id: str | None = None
 
     def start(self) -> None:
         """Check the store, create the run with its name and tags, log params and config files."""
         if self.logger is None:
             return
         lcfg = self.cfg.logger
-        self.client, experiment_id = open_store(
+        self.client, self.experiment_id = open_store(
             lcfg.tracking_uri, lcfg.experiment_name, lcfg.get("artifact_location")
         )
+        if lcfg.get("run_id"):  # a requeued Slurm job continues its run (mnist_mlp.slurm.requeue)
+            self._continue()
+            return
         tags = {ROLE_TAG: "train", **git_tags(), **self._data_tags(), **self._sweep_tags(
-            experiment_id)}
+            self.experiment_id)}
         self.logger.tags = {**tags, **(self.logger.tags or {})}
         self.logger.owned = True  # ended by tracked_run's ``ending``, not after fit (tracking.logger)
         with refusals_explained(lcfg.tracking_uri, lcfg.experiment_name):
@@ -90,6 +95,28 @@ class TrackedRun:
             Path(tmp, "overrides.yaml").write_text(overrides_yaml())
             self.client.log_artifacts(self.run_id, tmp)
         log.info("MLflow run %s in %s", self.run_id, lcfg.tracking_uri)
+
+    def provenance(self, tested: report.TestedWeights) -> report.Provenance:
+        """The report's header: this run (none with ``logger=null``), the code, data, weights."""
+        if self.run_id is None:
+            return provenance(self.datamodule, tested)
+        uri = str(self.cfg.logger.tracking_uri)
+        return provenance(self.datamodule, tested, self.run_id,
+                          run_url(uri, str(self.experiment_id), self.run_id), uri)
+
+    def _continue(self) -> None:
+        """Reopen the run ``logger.run_id`` names: it already holds this job's params, data and
+        config files (a resumed job's ``ckpt_path`` would contradict its param), so only the
+        configured tags are added; the run is RUNNING again until ``tracked_run`` ends it."""
+        lcfg = self.cfg.logger
+        self.logger.owned = True
+        with refusals_explained(lcfg.tracking_uri, lcfg.experiment_name):
+            self.run_id = self.logger.run_id
+        self.client = self.logger.experiment
+        self.client.update_run(self.run_id, status="RUNNING")
+        for key, value in (self.logger.tags or {}).items():
+            self.client.set_tag(self.run_id, key, value)
+        log.info("MLflow run %s continues in %s", self.run_id, lcfg.tracking_uri)
 
     def rank_died(self, why: str) -> None:
         """Another DDP rank exited non-zero and Lightning's launcher is about to SIGKILL this one."""
@@ -153,6 +180,16 @@ class TrackedRun:
         if self.logger is None:
             return
         log_batch(self.client, self.run_id, metrics={f"time/{p}_s": s for p, s in seconds.items()})
+
+
+def provenance(datamodule: Any, tested: report.TestedWeights, run_id: str | None = None,
+               url: str | None = None, store: str | None = None) -> report.Provenance:
+    """What a report is a report of: the run (if any), the git state, the verified MNIST MD5s."""
+    git = git_tags()
+    return report.Provenance(
+        run_id=run_id, run_url=url, store=store, git_commit=git["git.commit"],
+        git_dirty={"true": True, "false": False}.get(git.get("git.dirty", "")),
+        data_md5=datamodule.checksums(), tested=tested)
 
 
 @contextlib.contextmanager

@@ -11,12 +11,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mnist_mlp.errors import UserError
+from mnist_mlp.tracking.record import FAILURE_TAG
+from mnist_mlp.tracking.views import experiment_tags
 
 log = logging.getLogger(__name__)
 
 _BATCH = 100  # MLflow's limit of params/tags per log_batch call
-# MLflow 3's UI opens an experiment on its GenAI pages unless it is a model-training experiment.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def _fail_fast_settings(timeout: float) -> dict[str, str]:
@@ -75,7 +75,7 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
         if experiment is None:
             try:
                 return client, client.create_experiment(experiment_name, artifact_location,
-                                                        tags=EXPERIMENT_KIND)
+                                                        tags=experiment_tags())
             except MlflowException:  # created meanwhile by a job started beside this one
                 experiment = client.get_experiment_by_name(experiment_name)
                 if experiment is None:
@@ -83,9 +83,9 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
     except MlflowException as err:
         if err.get_http_status_code() in (401, 403):
             raise _refused(uri, experiment_name, err.get_http_status_code()) from None
-        raise _unusable(uri, err) from None
+        raise unusable(uri, err) from None
     except Exception as err:  # noqa: BLE001  (any failure here means: no usable store)
-        raise _unusable(uri, err) from None
+        raise unusable(uri, err) from None
     if experiment.lifecycle_stage == "deleted":
         raise UserError(
             f"logger.experiment_name={experiment_name} names a deleted experiment in {uri}: "
@@ -95,13 +95,33 @@ def open_store(uri: str, experiment_name: str, artifact_location: str | None = N
     return client, experiment.experiment_id
 
 
-def _unusable(uri: str, err: Exception) -> UserError:
+def unusable(uri: str, err: Exception) -> UserError:
+    """Why the store at ``uri`` cannot be opened, and what to do: one paragraph naming the key."""
     first = str(err).splitlines()[0][:300] if str(err) else ""
+    damaged = _damaged_sqlite(uri, err)
+    if damaged:
+        return UserError(
+            f"logger.tracking_uri={uri} names {damaged}, which is not a usable SQLite database "
+            f"({first.removeprefix('(sqlite3.DatabaseError) ')}: not an SQLite file, or one cut "
+            "short or damaged); it was left as it is, and nothing was trained or recorded. Point "
+            "logger.tracking_uri at another file (sqlite:///<absolute path>.db: a new store is "
+            f"created there), or restore {damaged} from a backup."
+        )
     return UserError(
         f"logger.tracking_uri={uri} cannot be used ({type(err).__name__}: {first}). Start the "
         "tracking server (`mlflow server`, or `make ui` for the local store) or point "
         "logger.tracking_uri at a reachable store; nothing was trained or recorded."
     )
+
+
+def _damaged_sqlite(uri: str, err: Exception) -> str | None:
+    """The file of a ``sqlite:///`` store that SQLite refused to read (not a database, malformed)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    text = f"{err} {err.__cause__ or ''}"
+    refused = any(words in text for words in ("file is not a database", "malformed"))
+    return path if refused and os.path.isfile(path) else None
 
 
 def _refused(uri: str, experiment_name: str, status: int, where: str | None = None) -> UserError:
@@ -196,7 +216,20 @@ def ending(client: Any, run_id: str | None, killed: Any = lambda: False) -> Iter
     except (KeyboardInterrupt, SystemExit):
         end_run(client, run_id, "KILLED")
         raise
-    except BaseException:
+    except BaseException as err:
+        _tag_failure(client, run_id, err)
         end_run(client, run_id, "FAILED")
         raise
     end_run(client, run_id, "KILLED" if killed() else "FINISHED")
+
+
+def _tag_failure(client: Any, run_id: str | None, err: BaseException) -> None:
+    """Why the run failed, as tag ``mnist_mlp.failure``: the UI shows it beside the status (a user
+    error's message is the one the console printed)."""
+    if client is None or run_id is None:
+        return
+    reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    try:
+        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+    except Exception as tag_err:  # noqa: BLE001  (never hide the error that ended the run)
+        log.warning("Could not tag MLflow run %s with its failure: %s", run_id, tag_err)

@@ -1,7 +1,8 @@
 """A Hydra multirun as one parent run in MLflow, its jobs nested under it, compared at the end.
 
-Two Hydra callbacks (``hydra.callbacks`` in ``conf/train.yaml``): ``SweepParentRun`` opens the
-parent before the jobs launch; ``SweepComparison`` compares the jobs' runs into it afterwards.
+Hydra callbacks (``hydra.callbacks`` in ``conf/train.yaml``): ``SweepParentRun`` opens the parent
+before the jobs launch; afterwards ``SweepChampion`` moves the registry alias ``champion`` to the
+best job's model version, and ``SweepComparison`` compares the jobs' runs into the parent.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp import console
 from mnist_mlp.errors import UserError, exit_on_user_error
-from mnist_mlp.tracking import comparison
+from mnist_mlp.tracking import comparison, registry
 from mnist_mlp.tracking.record import (
     PARENT_TAG,
     ROLE_TAG,
@@ -26,6 +28,7 @@ from mnist_mlp.tracking.record import (
     swept_keys,
 )
 from mnist_mlp.tracking.store import open_store, refusals_explained
+from mnist_mlp.tracking.views import ensure
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,10 @@ class SweepParentRun(HydraCallback):
                 run = self.client.create_run(
                     experiment_id, run_name="sweep " + (" ".join(swept) or "(no swept keys)"),
                     tags=tags)
+        try:  # an experiment from before the saved view of the runs table gets it now
+            ensure(self.client, experiment_id)
+        except Exception as err:  # noqa: BLE001  (a view is not worth stopping a sweep for)
+            log.warning("The runs table's saved view was not set on the experiment: %s", err)
         self.run_id = run.info.run_id
         atexit.register(self._end_if_open)
 
@@ -96,7 +103,8 @@ class SweepParentRun(HydraCallback):
 
 
 class SweepComparison(HydraCallback):
-    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run.
+    """Hydra callback: at the end of a multirun, compare its runs into the sweep's parent run, and
+    end the sweep's output with its summary (the best run, ``comparison.html``, the parent run).
 
     Listed after ``mlflow_sweep`` in ``conf/train.yaml``: Hydra calls ``on_multirun_end`` in reverse
     order, so this runs while the parent is still open. A failure here is logged, never raised:
@@ -115,11 +123,48 @@ class SweepComparison(HydraCallback):
                 log.warning("No sweep parent run tagged %s=%s: comparison skipped.", SWEEP_DIR_TAG,
                             sweep_dir)
                 return
-            target, files = comparison.compare_runs(
+            compared = comparison.compare_runs(
                 client, experiment_id, [parent.info.run_id], Path(sweep_dir) / comparison.ARTIFACT_DIR,
                 config.report.digits)
-            log.info("Sweep comparison in %s, logged to run %s", files["comparison.html"], target)
+            console.summary([("Sweep", f"{parent.info.run_name} in {sweep_dir}"),
+                             *compared.summary(str(lcfg.tracking_uri), experiment_id)])
         except UserError as err:
             log.warning("Sweep comparison skipped: %s", err)
         except Exception:  # noqa: BLE001
             log.exception("Sweep comparison failed; the sweep's runs are recorded as they are.")
+
+
+class SweepChampion(HydraCallback):
+    """Hydra callback: at the end of a multirun, alias ``champion`` on its best run's version.
+
+    Only with ``logger.registered_model_name`` (each run's model is then a version of it). Best
+    by ``optimized_metric`` in the direction of the best-checkpoint callback's ``mode``; the
+    parent run is tagged ``mnist_mlp.champion=models:/<name>/<version>``. Listed last in
+    ``conf/train.yaml``, so it ends first and the comparison already shows the alias. A failure
+    is logged, never raised: the sweep's runs are recorded.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        lcfg = config.get("logger")
+        name = lcfg.get("registered_model_name") if lcfg else None
+        if not name:
+            return
+        mode = OmegaConf.select(config, "callbacks.model_checkpoint.mode", default="max")
+        try:
+            client, experiment_id = comparison.store(lcfg)
+            parent = find_sweep_parent(client, experiment_id, str(config.hydra.sweep.dir))
+            if parent is None:
+                log.warning("No sweep parent run: alias %s not set.", registry.CHAMPION)
+                return
+            champion = registry.set_champion(
+                client, comparison.sweep_children(client, parent), name,
+                str(config.optimized_metric), mode, config.get("test_ckpt") == "best")
+            if champion is not None:
+                client.set_tag(parent.info.run_id, registry.CHAMPION_TAG, champion.uri)
+                log.info("Registered model %s: alias %s is version %s (run %s, %s %.4f); serve it "
+                         "with `make serve MODEL=models:/%s@%s`.", name, registry.CHAMPION,
+                         champion.version, champion.run_id, champion.metric, champion.score,
+                         name, registry.CHAMPION)
+        except Exception:  # noqa: BLE001
+            log.exception("Setting the %s alias failed; the sweep's runs are recorded as they are.",
+                          registry.CHAMPION)

@@ -38,7 +38,7 @@ def assert_same_training(a, b):
     for key, value in model_a.state_dict().items():
         assert torch.equal(value, model_b.state_dict()[key]), key  # bitwise, BatchNorm stats too
     assert trainer_a.global_step == trainer_b.global_step
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+    for key in ("loss/train", "acc/train", "loss/val", "acc/val"):
         assert torch.equal(trainer_a.callback_metrics[key], trainer_b.callback_metrics[key]), key
 
 

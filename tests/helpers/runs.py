@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from mnist_mlp import checkpoint, fetch, idx
 from mnist_mlp.datamodule import MnistDataModule
 
-EPOCH_METRICS = {"train/loss", "train/acc", "val/loss", "val/acc"}
+EPOCH_METRICS = {"loss/train", "acc/train", "loss/val", "acc/val"}
 
 
 def runs_in(client: MlflowClient, experiment: str, role: str) -> list:

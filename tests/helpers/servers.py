@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from tests.helpers.net import free_port, wait_healthy
+from mnist_mlp.tracking.serving import free_port, stop_group, wait_answering
 
 PG_ROOT = Path("/usr/lib/postgresql")
 DB_USER = "mlflow"
@@ -197,7 +197,7 @@ class MlflowServer:
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
             )
         try:
-            wait_healthy(f"{self.uri}/health", self.proc, self.log, timeout)
+            wait_answering(f"{self.uri}/health", self.proc, self.log, timeout)
         except BaseException:
             self.stop(signal.SIGKILL)
             raise
@@ -205,16 +205,8 @@ class MlflowServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server and its workers; SIGKILL: at once, as a crashed server."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        if self.proc is not None:
+            stop_group(self.proc, sig)
         self.proc = None
 
     def __enter__(self) -> MlflowServer:

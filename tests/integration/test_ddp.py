@@ -79,7 +79,7 @@ def test_ddp_makes_one_run_with_exact_test_metrics_and_writes_once(ddp_runs, syn
     (run,) = _runs(client)  # one run, not one per rank
     rid = run.info.run_id
     assert run.info.status == "FINISHED" and run.data.params["trainer.devices"] == "2"
-    for key in ("train/loss", "val/acc"):
+    for key in ("loss/train", "acc/val"):
         assert len(client.get_metric_history(rid, key)) == 2, key  # once per epoch, not per rank
 
     out = tmp / "outputs"
@@ -89,7 +89,7 @@ def test_ddp_makes_one_run_with_exact_test_metrics_and_writes_once(ddp_runs, syn
     ref = _independent_test_metrics(tested, *synthetic_mnist)
     table = np.loadtxt(out / "report" / "predictions.csv", delimiter=",", skiprows=1)
     assert len(table) == ref["n"] == N_TEST  # every test image once: no padded shard
-    assert sum(run.data.metrics[f"test/support_class_{k}"] for k in range(10)) == N_TEST
+    assert sum(run.data.metrics[f"test/support_per_class/{k}"] for k in range(10)) == N_TEST
     assert run.data.metrics["test/acc"] == pytest.approx(ref["test/acc"], abs=1e-6)
     assert run.data.metrics["test/f1_macro"] == pytest.approx(ref["test/f1_macro"], abs=1e-6)
     assert run.data.metrics["test/precision_weighted"] == pytest.approx(
@@ -155,7 +155,7 @@ def test_sigterm_to_rank_zero_ends_every_rank_and_the_run_is_killed(synthetic_mn
     assert wait_for(lambda: processes_of(tmp_path) == [], "rank 1 ending", timeout=30)  # it ended too
     (run,) = _runs(_client(tmp_path))
     assert run.info.status == "KILLED"
-    assert run.data.metrics.get("val/acc") is not None
+    assert run.data.metrics.get("acc/val") is not None
     assert (ckpts / "interrupted.ckpt").is_file() and not list(ckpts.glob(".*.tmp"))
 
 

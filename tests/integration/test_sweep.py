@@ -57,9 +57,9 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
         y, probs = table[:, 1].astype(int), table[:, 3:]
         assert job.data.metrics["test/auroc_macro"] == pytest.approx(
             roc_auc_score(y, probs, multi_class="ovr", labels=LABELS), abs=1e-6)
-        history = client.get_metric_history(job.info.run_id, "val/acc")
+        history = client.get_metric_history(job.info.run_id, "acc/val")
         curves = _csv_rows(f"{folder}/learning_curves.csv")
-        assert [float(r["val/acc"]) for r in curves] == pytest.approx(
+        assert [float(r["acc/val"]) for r in curves] == pytest.approx(
             [m.value for m in sorted(history, key=lambda m: m.step)])
     comparison = client.download_artifacts(parent.info.run_id, "comparison", str(tmp_path / "cmp"))
     assert {"comparison.csv", "comparison.md", "comparison.html", "f1_heatmap.png"} <= set(
@@ -88,14 +88,16 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
     store = store_overrides(tmp_path)[:2]
     capsys.readouterr()
     cli.compare(compose_job(*store, out=tmp_path / "compare", config="compare"))
-    assert f"logged to MLflow run {parent.info.run_id}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"/runs/{parent.info.run_id}?" in printed
+    assert f"Comparison: {tmp_path}/compare/comparison/comparison.html" in printed
 
     # compare.py with loose run ids: a new comparison run; then a run with other test data: refused.
     ids = [j.info.run_id for j in jobs]
     loose = f"runs=[{ids[0]},{ids[1]}]"
     cli.compare(compose_job(*store, loose, out=tmp_path / "compare-loose", config="compare"))
     (new,) = client.search_runs([exp], "tags.`mnist_mlp.role` = 'compare'")
-    assert f"logged to MLflow run {new.info.run_id}" in capsys.readouterr().out
+    assert f"/runs/{new.info.run_id}?" in capsys.readouterr().out
     assert {a.path for a in client.list_artifacts(new.info.run_id, "comparison")} >= {
         "comparison/comparison.csv", "comparison/comparison.html"}
     client.set_tag(ids[1], "data.md5.test_images", "0" * 32)

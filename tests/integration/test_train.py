@@ -7,9 +7,9 @@ before any training; nothing the user had is touched.
 from __future__ import annotations
 
 from mnist_mlp import fetch, idx
+from mnist_mlp.tracking.serving import free_port
 from tests.helpers.configs import checkpoint_of, quiet, store_overrides
 from tests.helpers.data import data_overrides, snapshot, synthetic_arrays, write_synthetic_mnist
-from tests.helpers.net import free_port
 from tests.helpers.processes import assert_one_paragraph, run_train
 from tests.helpers.trained import TRAINED_EPOCHS
 
@@ -24,8 +24,8 @@ def test_the_log_of_a_run_is_short_and_says_only_what_matters(train_process):
     epoch_lines = [line for line in lines if line.startswith("Epoch ")]
     assert [line.split(":")[0] for line in epoch_lines] == [
         f"Epoch {e}/{TRAINED_EPOCHS}" for e in range(1, TRAINED_EPOCHS + 1)]
-    history = train_process.client.get_metric_history(train_process.run.info.run_id, "val/acc")
-    assert f"val/acc {history[-1].value:.4f}" in epoch_lines[-1]  # the epoch's logged value
+    history = train_process.client.get_metric_history(train_process.run.info.run_id, "acc/val")
+    assert f"acc/val {history[-1].value:.4f}" in epoch_lines[-1]  # the epoch's logged value
     assert "Total params" in log  # the model summary, once
     assert log.count("Total params") == 1
 
@@ -57,7 +57,7 @@ def test_bad_data_stops_before_training_with_one_paragraph(synthetic_mnist, tmp_
                        *store_overrides(tmp_path))
     assert result.returncode == 2
     assert "error: MNIST file" in result.stderr and "Traceback" not in result.stderr
-    assert "Epoch 0" not in result.stdout + result.stderr
+    assert "Epoch 1" not in result.stdout + result.stderr
 
 
 def test_data_dir_that_is_a_file_stops_train_py_with_one_paragraph(tmp_path):
@@ -66,7 +66,7 @@ def test_data_dir_that_is_a_file_stops_train_py_with_one_paragraph(tmp_path):
     result = run_train(*_cli(not_a_dir, {}, tmp_path), "trainer.fast_dev_run=true", cwd=tmp_path)
     assert_one_paragraph(result, str(not_a_dir), "data.data_dir")
     assert not_a_dir.read_bytes() == b"not a folder"
-    assert "Epoch 0" not in result.stdout + result.stderr
+    assert "Epoch 1" not in result.stdout + result.stderr
 
 
 def test_label_out_of_range_stops_train_py_and_files_stay(tmp_path):
@@ -97,11 +97,11 @@ def test_unreachable_tracking_server_stops_before_training(synthetic_mnist, tmp_
                        *store_overrides(tmp_path, uri))
     assert result.returncode == 2
     assert f"error: logger.tracking_uri={uri} cannot be used" in result.stderr
-    assert "Traceback" not in result.stderr and "Epoch 0" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "Epoch 1" not in result.stdout + result.stderr
 
 
 def test_non_finite_loss_stops_in_the_first_epoch_with_a_message(synthetic_mnist, tmp_path):
     result = run_train(*_cli(*synthetic_mnist, tmp_path), "model.lr=1e30", "trainer.max_epochs=50",
                        cwd=tmp_path)
-    assert_one_paragraph(result, "Training stopped in epoch 0", "NaN or infinite", "model.lr")
+    assert_one_paragraph(result, "Training stopped in epoch 1/", "NaN or infinite", "model.lr")
     assert not list((tmp_path / "outputs" / "checkpoints").glob("*.ckpt"))  # none of NaN weights

@@ -20,9 +20,9 @@ def test_a_smoke_run_from_any_folder_is_recorded_on_a_real_server(synthetic_mnis
         cwd=tmp_path,  # any working directory
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Test set: average loss" in result.stdout
+    assert "Test set: accuracy" in result.stdout
     client = MlflowClient(mlflow_server.uri)
     (run,) = runs_in(client, "smoke", "train")
     assert run.info.status == "FINISHED" and run.data.params["trainer.fast_dev_run"] == "True"
-    assert {"train/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
+    assert {"loss/train", "acc/val", "test/acc"} <= set(run.data.metrics)
     assert {"config.yaml", "overrides.yaml"} <= artifacts(client, run.info.run_id)

@@ -43,7 +43,7 @@ def test_no_or_wrong_credentials_are_refused_and_train_stops_before_training(
     sweep = run_train("-m", "model.lr=0.01,0.1", *overrides)  # a sweep stops before its first job
     assert_one_paragraph(sweep, "HTTP 401", f"MLFLOW_TRACKING_USERNAME={user} was not accepted")
     assert password not in sweep.stderr
-    assert not [r for r in (single, sweep) if "Epoch 0" in r.stdout + r.stderr]
+    assert not [r for r in (single, sweep) if "Epoch 1" in r.stdout + r.stderr]
     assert not list(tmp_path.rglob("*.ckpt"))
     as_user(monkeypatch, team_server.user)
     assert MlflowClient(team_server.uri).get_experiment_by_name(experiment) is None  # nothing made
@@ -73,7 +73,7 @@ def test_a_member_who_may_only_read_an_experiment_is_refused_before_training(
                    run_train("-m", "model.lr=0.01,0.1", *overrides)):
         assert_one_paragraph(result, *refused, f"logger.experiment_name={experiment}. Ask the "
                              "server's admin for EDIT permission")
-        assert "Epoch 0" not in result.stdout + result.stderr
+        assert "Epoch 1" not in result.stdout + result.stderr
     evaluation = run_script("evaluate.py", f"run_id={source}", f"hydra.run.dir={tmp_path}/evaluate",
                             *data_overrides(data_dir, md5s),
                             *store_overrides(tmp_path, team_server.uri, experiment=experiment)[:3])

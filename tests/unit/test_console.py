@@ -6,7 +6,6 @@ import io
 import logging
 
 import pytest
-from lightning.pytorch.callbacks import TQDMProgressBar
 
 from mnist_mlp import console
 
@@ -21,14 +20,14 @@ class _Stdout(io.StringIO):
 
 
 @pytest.mark.parametrize(("mode", "tty", "expected"), [
-    ("auto", True, TQDMProgressBar), ("auto", False, console.EpochLines),
-    ("bar", False, TQDMProgressBar), ("lines", True, console.EpochLines),
+    ("auto", True, console.EpochBar), ("auto", False, console.EpochLines),
+    ("bar", False, console.EpochBar), ("lines", True, console.EpochLines),
 ])
 def test_the_progress_display_follows_where_stdout_goes(monkeypatch, mode, tty, expected):
     monkeypatch.setattr("sys.stdout", _Stdout(tty))
     bar = console.progress_bar(mode=mode, refresh_rate=7)
     assert type(bar) is expected
-    if expected is TQDMProgressBar:
+    if expected is console.EpochBar:  # Lightning's tqdm bar, epochs numbered from 1
         assert bar.refresh_rate == 7
 
 

@@ -31,7 +31,7 @@ def test_resume_from_last_ckpt_ends_exactly_as_an_uninterrupted_run(synthetic_mn
     _run(tmp_path / "b", data, "trainer.max_epochs=2")
     resumed = _run(tmp_path / "b", data, "trainer.max_epochs=4",  # same folder, as the hint says
                    f"ckpt_path={tmp_path / 'b' / 'checkpoints' / 'last.ckpt'}")
-    for key in ("test/loss", "test/acc", "val/loss", "train/loss", "train/acc"):
+    for key in ("test/loss", "test/acc", "loss/val", "loss/train", "acc/train"):
         assert resumed[key] == straight[key], key  # exact: same batches, dropout, optimizer state
 
 

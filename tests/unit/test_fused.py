@@ -34,7 +34,7 @@ def test_k_steps_per_iteration_give_bitwise_the_weights_and_metrics_of_one(synth
 
 
 def test_train_metrics_equal_an_independent_computation(synthetic_mnist, tmp_path):
-    """train/loss and train/acc against the logits the network really produced, in float64."""
+    """loss/train and acc/train against the logits the network really produced, in float64."""
     data_dir, md5s = synthetic_mnist
     logits: list[torch.Tensor] = []
     seen = []
@@ -64,18 +64,18 @@ def test_train_metrics_equal_an_independent_computation(synthetic_mnist, tmp_pat
     loss_sum = sum(F.cross_entropy(lg.double(), t, reduction="sum") for lg, t in pairs)
     correct = sum(int((lg.argmax(1) == t).sum()) for lg, t in pairs)
     metrics = trainer.callback_metrics
-    assert float(metrics["train/loss"]) == pytest.approx(float(loss_sum) / len(y), rel=1e-6)
-    assert float(metrics["train/acc"]) == pytest.approx(correct / len(y), abs=1e-7)
+    assert float(metrics["loss/train"]) == pytest.approx(float(loss_sum) / len(y), rel=1e-6)
+    assert float(metrics["acc/train"]) == pytest.approx(correct / len(y), abs=1e-7)
     # and what per-batch torchmetrics updates weighted by batch size give (accuracy bitwise; the loss
     # to float32 rounding, summed in float64 here). The module's old MeanMetric(nan_strategy=
-    # "disable") dropped the weights, a torchmetrics 1.9 quirk: its train/loss was the mean of batch
+    # "disable") dropped the weights, a torchmetrics 1.9 quirk: its loss/train was the mean of batch
     # means, equal to this only when every batch is full.
     old_loss, old_acc = MeanMetric(), MulticlassAccuracy(10, average="micro")
     for lg, t in pairs:
         old_loss.update(F.cross_entropy(lg, t), weight=len(t))
         old_acc.update(lg, t)
-    assert float(metrics["train/loss"]) == pytest.approx(float(old_loss.compute()), rel=1e-6)
-    assert torch.equal(metrics["train/acc"], old_acc.compute())
+    assert float(metrics["loss/train"]) == pytest.approx(float(old_loss.compute()), rel=1e-6)
+    assert torch.equal(metrics["acc/train"], old_acc.compute())
 
 
 def test_a_step_interval_scheduler_steps_once_per_optimizer_step(synthetic_mnist, tmp_path):
@@ -102,7 +102,7 @@ def test_epoch_schedulers_and_clipping_work_with_k_steps(synthetic_mnist, tmp_pa
 
 
 def test_non_finite_loss_stops_within_an_iteration_with_k_steps(synthetic_mnist, tmp_path):
-    with pytest.raises(UserError, match=r"Training stopped in epoch 0 \(step 4\).*NaN or infinite"):
+    with pytest.raises(UserError, match=r"Training stopped in epoch 1/\d+ \(step 4\).*NaN or infinite"):
         fit(synthetic_mnist, tmp_path, "model.lr=1e30", "model.steps_per_iteration=4",
              "callbacks.stop_on_nonfinite_loss.every_n_steps=1")
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
@@ -175,7 +175,7 @@ def test_a_plain_loader_of_single_batches_trains_one_step_per_batch():
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=50))
     assert trainer.global_step == 3
-    assert 0 <= float(trainer.callback_metrics["train/acc"]) <= 1
+    assert 0 <= float(trainer.callback_metrics["acc/train"]) <= 1
 
 
 @pytest.mark.parametrize(

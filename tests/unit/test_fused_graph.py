@@ -504,7 +504,7 @@ def test_graph_step_falls_back_when_what_it_holds_changes_mid_epoch(
 
 def test_graph_step_non_finite_loss_stops_the_run(synthetic_mnist, tmp_path, emulated_cuda):
     """The graph's running loss sum is what the NaN check reads: non-finite from the bad step on."""
-    with pytest.raises(UserError, match=r"Training stopped in epoch 0 \(step 4\).*NaN or infinite"):
+    with pytest.raises(UserError, match=r"Training stopped in epoch 1/\d+ \(step 4\).*NaN or infinite"):
         fit(synthetic_mnist, tmp_path, "model.lr=1e30", f"model.steps_per_iteration={K}",
              "callbacks.stop_on_nonfinite_loss.every_n_steps=1")
     assert emulated_cuda.graphs[0].replays == K

@@ -73,7 +73,7 @@ def test_logged_names_follow_the_documented_scheme():
     assert s["test/f1_macro"] == r.averages["macro"]["f1"]
     assert s["test/precision_weighted"] == r.averages["weighted"]["precision"]
     assert s["test/recall_micro"] == r.averages["micro"]["recall"]
-    assert s["test/f1_class_4"] == r.per_class["f1"][4]
-    assert s["test/acc_class_7"] == r.per_class["recall"][7]
-    assert s["test/support_class_0"] == r.support[0]
+    assert s["test/f1_per_class/4"] == r.per_class["f1"][4]
+    assert s["test/acc_per_class/7"] == r.per_class["recall"][7]
+    assert s["test/support_per_class/0"] == r.support[0]
     assert len(s) == 2 + 3 * 3 + 5 * C + 2 + 2 * C + 5

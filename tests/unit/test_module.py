@@ -29,7 +29,7 @@ def test_overfitting_one_batch_reaches_full_train_accuracy(synthetic_mnist):
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module, datamodule=_dm(data_dir, md5s, batch_size=32))
-    assert trainer.callback_metrics["train/acc"] == 1.0
+    assert trainer.callback_metrics["acc/train"] == 1.0
 
 
 def test_same_seed_gives_the_same_test_accuracy(synthetic_mnist):

@@ -68,8 +68,8 @@ def test_auroc_and_ap_equal_scikit_learn_on_predictions_csv(tmp_path, coarse):
     onehot = label_binarize(y, classes=LABELS)
     ap = average_precision_score(onehot, probs, average=None)
     for k in LABELS:
-        assert s[f"test/auroc_class_{k}"] == pytest.approx(auroc[k], abs=1e-6)
-        assert s[f"test/ap_class_{k}"] == pytest.approx(ap[k], abs=1e-6)
+        assert s[f"test/auroc_per_class/{k}"] == pytest.approx(auroc[k], abs=1e-6)
+        assert s[f"test/ap_per_class/{k}"] == pytest.approx(ap[k], abs=1e-6)
     assert s["test/auroc_macro"] == pytest.approx(
         roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=LABELS), abs=1e-6)
     assert s["test/ap_macro"] == pytest.approx(average_precision_score(onehot, probs), abs=1e-6)
@@ -170,8 +170,8 @@ def test_mistake_grids_show_the_most_confident_errors_and_the_most_confused_pair
 
 @pytest.mark.usefixtures("undrawn_figures")
 def test_learning_curves_come_from_the_epoch_history(tmp_path):
-    history = [{"epoch": 0, "train/loss": 1.5, "train/acc": 0.6, "val/loss": 1.0, "val/acc": 0.7},
-               {"epoch": 1, "train/loss": 0.9, "train/acc": 0.8, "val/loss": 0.8, "val/acc": 0.75}]
+    history = [{"epoch": 1, "loss/train": 1.5, "acc/train": 0.6, "loss/val": 1.0, "acc/val": 0.7},
+               {"epoch": 2, "loss/train": 0.9, "acc/train": 0.8, "loss/val": 0.8, "acc/val": 0.75}]
     label, pred = _hard_case()
     _report(tmp_path, label, pred, history=history)
     rows = np.loadtxt(tmp_path / "learning_curves.csv", delimiter=",", skiprows=1)

@@ -26,13 +26,13 @@ def test_evaluation_gets_the_checkpoint_and_records_a_new_linked_run(store, tmp_
 
     with evaluation_run(source, lcfg, tmp_path / "dl") as ev:
         assert ev.ckpt_path.read_bytes() == b"weights"
-        ev.log_report(report, {"test/acc": 0.95, "test/f1_class_4": 0.9})
+        ev.log_report(report, {"test/acc": 0.95, "test/f1_per_class/4": 0.9})
 
     run = store.get_run(ev.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "evaluate lr=0.1"
     assert run.data.tags["mlflow.parentRunId"] == source
     assert run.data.tags["mnist_mlp.evaluates"] == source
-    assert run.data.metrics == {"test/acc": 0.95, "test/f1_class_4": 0.9}
+    assert run.data.metrics == {"test/acc": 0.95, "test/f1_per_class/4": 0.9}
     assert artifacts(store, ev.run_id) == {"report/report.md"}
     assert store.get_run(source).data.metrics == {"test/acc": 0.9}  # the source run is untouched
     with pytest.raises(UserError, match="has no checkpoint artifact"):

@@ -10,7 +10,7 @@ def test_params_are_the_resolved_config_with_dotted_keys_overrides_included():
     params = record.config_params(compose_job("model.lr=0.05", "seed=3", "model/optimizer=adam"))
     assert params["model.lr"] == "0.05" and params["seed"] == "3"
     assert params["data.batch_size"] == "100" and params["trainer.max_epochs"] == "30"
-    assert params["model.optimizer._target_"] == "torch.optim.Adam"
+    assert params["model.optimizer"] == "torch.optim.Adam"  # the part swapped, not Hydra's key
     assert params["model.net.num_classes"] == "10"  # interpolations resolved
 
 

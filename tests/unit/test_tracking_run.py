@@ -59,7 +59,9 @@ def test_a_run_records_params_epoch_metrics_config_report_checkpoint_and_model(t
     import mlflow.pyfunc
 
     with tracking_uri(store.tracking_uri):  # the served model: also tests/integration/test_served_model.py
-        probs = mlflow.pyfunc.load_model(f"runs:/{rid}/model").predict(np.zeros((3, 784)))
+        served = mlflow.pyfunc.load_model(f"runs:/{rid}/model")
+        assert served.predict(np.zeros((3, 784))).shape == (3,)  # one class per image
+        probs = served.predict(np.zeros((3, 784)), params={"output": "probabilities"}).filter(like="prob_")
     assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
@@ -105,7 +107,7 @@ def test_the_description_is_the_headline_with_the_runs_own_numbers(trained_run, 
         assert f"Most confused: {a}↔{b}, {mixups[a, b]} images" in note
 
 
-def test_the_model_loads_through_pyfunc_without_pickle_and_gives_the_modules_probabilities(
+def test_the_model_loads_through_pyfunc_without_pickle_and_gives_the_modules_classes(
     trained_run, tmp_path, monkeypatch
 ):
     import mlflow
@@ -122,9 +124,11 @@ def test_the_model_loads_through_pyfunc_without_pickle_and_gives_the_modules_pro
                                                          dst_path=str(tmp_path / "m")))
     flat = images.reshape(len(images), -1)
     for batch in (flat, flat.astype(np.float32), flat.astype(np.float64), pd.DataFrame(flat)):
-        np.testing.assert_allclose(model.predict(batch), expected, atol=1e-5)
-    assert model.metadata.signature is not None
-    assert model.metadata.get_input_schema().input_types()[0].name == "double"
+        np.testing.assert_array_equal(model.predict(batch), expected.argmax(axis=1))
+        probs = model.predict(batch, params={"output": "probabilities"})
+        np.testing.assert_allclose(probs[[f"prob_{k}" for k in range(10)]], expected, atol=1e-5)
+    assert model.metadata.get_input_schema() is None  # checked by the model (served_model.py)
+    assert model.metadata.get_params_schema().params[0].name == "output"
     stored = {p.name for p in local.rglob("*") if p.is_file()}
     assert {"served_model.py", "weights.pt", "network.json", "input_example.json"} <= stored
     assert not any(n.endswith((".pkl", ".pickle", ".cloudpickle")) for n in stored)
@@ -143,7 +147,7 @@ def test_a_failing_run_is_failed_with_its_params_kept_and_earlier_runs_unchanged
 ):
     exp = store.create_experiment("mnist-mlp", artifact_location=str(tmp_path / "mlruns/art"))
     earlier = store.create_run(exp, run_name="earlier").info.run_id
-    store.log_metric(earlier, "val/acc", 0.5)
+    store.log_metric(earlier, "acc/val", 0.5)
     store.set_terminated(earlier)
     before = store.get_run(earlier)
     cfg = compose_job("trainer.max_epochs=1", "model.net.in_features=100",  # shape error in fit

@@ -9,7 +9,7 @@ import pytest
 
 from mnist_mlp.errors import UserError
 from mnist_mlp.tracking import store
-from tests.helpers.net import free_port
+from mnist_mlp.tracking.serving import free_port
 
 
 def test_unreachable_server_is_a_user_error_within_seconds():

@@ -1,0 +1,1 @@
+"""mnist-mlp's Hydra plugins: Hydra 1.3 instantiates plugins only from the ``hydra_plugins`` package."""
