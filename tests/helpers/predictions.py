@@ -15,10 +15,13 @@ C = 10
 LABELS = list(range(C))
 
 
-def logits_for(pred: np.ndarray, seed: int = 0) -> torch.Tensor:
-    """Logits whose argmax is ``pred``, with noise so probabilities and loss are not trivial."""
+def logits_for(pred: np.ndarray, seed: int = 0, num_classes: int = C,
+               noise: float = 1.0) -> torch.Tensor:
+    """Logits whose argmax is ``pred``, with noise (up to ``noise``) so probabilities and loss are
+    not trivial and the probabilities rank images differently (ROC and PR curves with many points)."""
     g = torch.Generator().manual_seed(seed)
-    return F.one_hot(torch.as_tensor(pred), C).float() * 3 + torch.rand(len(pred), C, generator=g)
+    return (F.one_hot(torch.as_tensor(pred), num_classes).float() * 3
+            + torch.rand(len(pred), num_classes, generator=g) * noise)
 
 
 def measure(label: np.ndarray, pred: np.ndarray, batch: int = 37) -> tuple[TestResults, Any]:
@@ -51,3 +54,28 @@ CASES = {
                                        r.integers(0, C, 755)),
 }
 
+
+
+def results_of(label: np.ndarray, pred: np.ndarray, seed: int = 0, num_classes: int = C) -> TestResults:
+    """The test metrics of ``pred`` for ``label`` in one batch (logits from ``logits_for``)."""
+    metrics = TestMetrics(num_classes)
+    metrics.update(logits_for(pred, seed, num_classes, noise=2.0), torch.as_tensor(label),
+                   torch.arange(len(label)))
+    return metrics.compute()
+
+
+def from_confusion(confusion: np.ndarray, seed: int = 0) -> TestResults:
+    """Results whose confusion matrix is ``confusion`` (rows true class, columns predicted)."""
+    cm = np.asarray(confusion)
+    pairs = [(t, p) for t in range(len(cm)) for p in range(len(cm)) for _ in range(int(cm[t, p]))]
+    label, pred = (np.array(v) for v in zip(*pairs, strict=True))
+    order = np.random.default_rng(seed).permutation(len(label))  # classes mixed, as in a test set
+    return results_of(label[order], pred[order], seed, len(cm))
+
+
+def mnist_like_confusion(seed: int = 0) -> np.ndarray:
+    """About 1000 images per class, 95-99% right, the errors spread unevenly (a few large cells)."""
+    rng = np.random.default_rng(seed)
+    cm = rng.poisson(3, (10, 10)) * (rng.random((10, 10)) < 0.6)
+    np.fill_diagonal(cm, rng.integers(950, 1130, 10))
+    return cm

@@ -6,11 +6,16 @@ before any training; nothing the user had is touched.
 
 from __future__ import annotations
 
+import re
+
+import pytest
+from omegaconf import OmegaConf
+
 from mnist_mlp import fetch, idx
 from mnist_mlp.tracking.serving import free_port
-from tests.helpers.configs import checkpoint_of, quiet, store_overrides
+from tests.helpers.configs import checkpoint_of, compose_job, quiet, store_overrides
 from tests.helpers.data import data_overrides, snapshot, synthetic_arrays, write_synthetic_mnist
-from tests.helpers.processes import assert_one_paragraph, run_train
+from tests.helpers.processes import assert_one_paragraph, run_script, run_train
 from tests.helpers.trained import TRAINED_EPOCHS
 
 
@@ -105,3 +110,53 @@ def test_non_finite_loss_stops_in_the_first_epoch_with_a_message(synthetic_mnist
                        cwd=tmp_path)
     assert_one_paragraph(result, "Training stopped in epoch 1/", "NaN or infinite", "model.lr")
     assert not list((tmp_path / "outputs" / "checkpoints").glob("*.ckpt"))  # none of NaN weights
+
+
+# A store file that is not an SQLite database: the paragraph, the file left as it was
+# (tests/unit/test_tracking_store.py has the in-process cases).
+def test_a_store_file_that_is_not_a_database_stops_train_py_with_exit_2_and_no_traceback(tmp_path):
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"these are not the bytes of an SQLite database\n" * 100)
+    before = store.read_bytes()
+    result = run_train(f"logger.tracking_uri=sqlite:///{store}", f"hydra.run.dir={tmp_path}/out",
+                       *quiet(), cwd=tmp_path)
+    assert_one_paragraph(result, "logger.tracking_uri=", str(store), "not a usable SQLite database")
+    assert store.read_bytes() == before
+    assert not list((tmp_path / "out").rglob("*.ckpt"))
+
+
+# ``python train.py --help`` is this project's page: what a run does, the groups and their
+# options, the keys people change (with today's defaults), examples.
+
+
+@pytest.fixture(scope="module")
+def train_help() -> str:
+    result = run_script("train.py", "--help", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_help_says_what_the_project_does_and_how_to_change_it(train_help):
+    text = train_help
+    assert len(text.splitlines()) < 60  # Hydra's generic page printed the whole config (154 lines)
+    assert "powered by Hydra" not in text and "_target_" not in text
+    for needle in ("HW9 MNIST MLP", "report.html", "MLflow", "model/optimizer: adam, sgd",
+                   "model/scheduler: cosine, none, plateau", "== Examples ==", "python train.py -m",
+                   "--hydra-help", "--cfg job"):
+        assert needle in text, needle
+
+
+def test_the_defaults_the_help_quotes_are_the_configs(train_help):
+    text = train_help
+    keys = text.split("== Most used keys", 1)[1].split("== Examples ==", 1)[0]
+    cfg = compose_job()
+    quoted = re.findall(r"^  ([a-z_.0-9]+)=(\S+)\s", keys, flags=re.M)
+    assert len(quoted) >= 8
+    for key, value in quoted:
+        if key.startswith("hydra."):  # Hydra's own keys are not in the job's config
+            continue
+        actual = OmegaConf.select(cfg, key, default="<absent>")
+        if value.isupper() or value.endswith(".ckpt") or "URI" in value:  # a placeholder
+            assert actual != "<absent>", key
+            continue
+        assert str(actual) == value, key

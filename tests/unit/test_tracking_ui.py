@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from faults_helpers import compose_job
 
 from mnist_mlp import epochs
 from mnist_mlp.metrics import TestMetrics
 from mnist_mlp.tracking import ui, views
 from mnist_mlp.tracking.record import config_params
 from mnist_mlp.tracking.store import open_store
+from tests.helpers.configs import compose_job
 
 
 def _logged_metric_names() -> set[str]:

@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from faults_helpers import compose_job
 
 from mnist_mlp import cli
 from mnist_mlp.tracking import serving
+from tests.helpers.configs import compose_job
 
 
 def _serve_cfg(tmp_path: Path, *overrides: str):
     """What serve.py's Hydra app hands ``cli.serve``."""
-    return compose_job(f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                       f"hydra.runtime.output_dir={tmp_path}", *overrides, config_name="serve")
+    return compose_job(f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db", *overrides,
+                       out=tmp_path, config="serve")
 
 
 @pytest.mark.parametrize(("overrides", "needles"), [

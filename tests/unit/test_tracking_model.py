@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, data_overrides, store_overrides, write_synthetic_mnist
-from faults_helpers import compose_job, quiet
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mnist_mlp import cli, runner
 from mnist_mlp.datamodule import MnistDataModule
 from mnist_mlp.tracking.model import PIXEL_COLUMNS, evaluation_frame
+from tests.helpers.configs import compose_job, quiet, store_overrides
+from tests.helpers.data import data_overrides, write_synthetic_mnist
 
 pytestmark = pytest.mark.slow
 PROBS = [f"prob_{k}" for k in range(10)]
@@ -36,8 +33,7 @@ def trained(tmp_path_factory):
     md5s = write_synthetic_mnist(tmp / "data")
     data = data_overrides(tmp / "data", md5s)
     cfg = compose_job(*data, *store_overrides(tmp), *quiet(), "trainer.max_epochs=1",
-                      "model.lr=0.002", "logger.system_metrics=false",
-                      f"hydra.runtime.output_dir={tmp}/outputs", out=tmp / "outputs")
+                      "model.lr=0.002", "logger.system_metrics=false", out=tmp / "outputs")
     runner.run(cfg)
     client = MlflowClient(cfg.logger.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id])
@@ -124,7 +120,8 @@ def test_mlflow_evaluate_gives_the_reports_weighted_and_macro_numbers(trained):
     mlflow.set_tracking_uri(trained["uri"])
     report, uri = trained["report"], f"runs:/{trained['run_id']}/model"
     # Not mlflow.set_experiment: that would bind this process's later runs to this experiment.
-    experiment_id = trained["client"].create_experiment("mlflow-evaluate")
+    experiment_id = trained["client"].create_experiment(  # its artifacts in tmp, not ./mlruns
+        "mlflow-evaluate", artifact_location=str(trained["tmp"] / "mlruns" / "evaluate-artifacts"))
     for average, config in (("weighted", None), ("macro", {"average": "macro"})):
         with mlflow.start_run(experiment_id=experiment_id):
             result = mlflow.models.evaluate(uri, trained["frame"], targets="label",
@@ -137,18 +134,13 @@ def test_mlflow_evaluate_gives_the_reports_weighted_and_macro_numbers(trained):
         assert m["f1_score"] == pytest.approx(ref["f1-score"], rel=1e-12), average
 
 
-def _evaluate_py(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *overrides], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MPLBACKEND": "Agg"})
-
-
-def test_evaluate_py_records_mlflows_evaluation_beside_the_report(trained, tmp_path):
-    result = _evaluate_py(f"run_id={trained['run_id']}", "evaluate.mlflow_evaluator=true",
-                          *trained["data"], *store_overrides(trained["tmp"]),
-                          f"hydra.run.dir={tmp_path}", "trainer.enable_progress_bar=false")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "MLflow's evaluator (weighted averages): accuracy_score" in result.stdout
+def test_evaluate_py_records_mlflows_evaluation_beside_the_report(trained, tmp_path, capsys):
+    capsys.readouterr()
+    cli.evaluate(compose_job(f"run_id={trained['run_id']}", "evaluate.mlflow_evaluator=true",
+                             *trained["data"], *store_overrides(trained["tmp"])[:2],
+                             "trainer.enable_progress_bar=false", out=tmp_path, config="evaluate"))
+    stdout = capsys.readouterr().out
+    assert "MLflow's evaluator (weighted averages): accuracy_score" in stdout
     client = trained["client"]
     (ev,) = client.search_runs([client.get_run(trained["run_id"]).info.experiment_id],
                                filter_string="tags.`mnist_mlp.role` = 'evaluate'")
@@ -171,7 +163,7 @@ def test_evaluate_py_records_mlflows_evaluation_beside_the_report(trained, tmp_p
 
 def test_mlflow_evaluator_without_a_run_is_refused_before_any_work(tmp_path, capsys):
     cfg = compose_job(f"ckpt_path={tmp_path}/any.ckpt", "evaluate.mlflow_evaluator=true",
-                      f"hydra.runtime.output_dir={tmp_path}", config_name="evaluate")
+                      out=tmp_path, config="evaluate")
     with pytest.raises(SystemExit) as done:
         cli.evaluate(cfg)
     assert done.value.code == 2
