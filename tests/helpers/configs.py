@@ -46,14 +46,15 @@ def store_overrides(tmp_path: Path, uri: str | None = None, *, experiment: str |
 def compose_config(*overrides: str, out: Path | None = None, config: str = "train") -> DictConfig:
     """``conf/<config>.yaml`` composed as the command would get it, ``hydra`` key included.
 
-    ``HydraConfig`` is set and its ``runtime.output_dir`` is the run folder (``out``, or the
-    ``hydra.run.dir`` given), so every ``${hydra:runtime.output_dir}`` path (checkpoints, report,
-    MLflow buffer) lands there, as in ``python train.py``.
+    ``HydraConfig`` is set and its ``runtime.output_dir`` is the run folder (``out``, which wins
+    over a ``hydra.run.dir`` among the overrides, or the ``hydra.run.dir`` given), so every
+    ``${hydra:runtime.output_dir}`` path (checkpoints, report, MLflow buffer) lands there, as in
+    ``python train.py``.
     """
     where = [f"hydra.run.dir={out}"] if out is not None else []
     GlobalHydra.instance().clear()  # a test may have left one initialised
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(config, overrides=[*where, *overrides], return_hydra_config=True)
+        cfg = compose(config, overrides=[*overrides, *where], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(cfg.hydra.run.dir)
     HydraConfig().set_config(cfg)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,24 @@ from mnist_mlp import checkpoint, fetch, idx
 from mnist_mlp.datamodule import MnistDataModule
 
 EPOCH_METRICS = {"loss/train", "acc/train", "loss/val", "acc/val"}
+
+
+def summary_of(stdout: str) -> dict[str, str]:
+    """The ``Label: text`` lines a command ends its output with (its summary), by label."""
+    found = {}
+    for line in reversed(stdout.strip().splitlines()):
+        label, sep, text = line.partition(": ")
+        if not sep or not re.fullmatch(r"[A-Z][A-Za-z ]+", label):
+            break
+        found.setdefault(label, text)  # the last line of a label: the command's own summary
+    return found
+
+
+def run_address(tmp: Path, experiment_id: str, run_id: str) -> str:
+    """What a summary gives as the MLflow page of a run in ``tmp/mlruns/mlflow.db``."""
+    return (f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+            "?workflowType=machine_learning (serve it with `mlflow ui --backend-store-uri "
+            f"sqlite:///{tmp}/mlruns/mlflow.db --port 5000`)")
 
 
 def runs_in(client: MlflowClient, experiment: str, role: str) -> list:

@@ -19,6 +19,7 @@ from mnist_mlp import cli
 from tests.helpers.configs import compose_job, quiet, store_overrides
 from tests.helpers.data import data_overrides
 from tests.helpers.processes import assert_one_paragraph, run_script, run_train
+from tests.helpers.runs import run_address, summary_of
 
 pytestmark = pytest.mark.slow
 LABELS = list(range(10))
@@ -37,15 +38,31 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
         synthetic_mnist, tmp_path, capsys):
     data_dir, md5s = synthetic_mnist
     # lr 0.002: two epochs leave the synthetic digits partly learnt, so the seeds disagree.
+    # The model summary stays on (it is shown once, for the first job only).
+    no_display = [o for o in quiet() if o != "trainer.enable_model_summary=false"]
     result = run_train("-m", "seed=1,2", "trainer.max_epochs=2", "model.lr=0.002",
                        "logger.system_metrics=false", *data_overrides(data_dir, md5s),
-                       *store_overrides(tmp_path), *quiet())
+                       *store_overrides(tmp_path), *no_display, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("mnist-mlp").experiment_id
     (parent,) = client.search_runs([exp], "tags.`mnist_mlp.role` = 'sweep'")
     assert parent.info.status == "FINISHED"
     jobs = client.search_runs([exp], "tags.`mnist_mlp.role` = 'train'")
+
+    # It ends with its best run, comparison and parent run, and shows the model summary once.
+    everything = result.stdout + result.stderr
+    assert everything.count("Total params") == 1  # the model summary of the first job only
+    summary = summary_of(result.stdout)
+    assert summary["Sweep"] == f"{parent.info.run_name} in {tmp_path / 'multirun'}"
+    best = max(j.data.metrics["test/acc"] for j in jobs)
+    name, _, numbers = summary["Best run"].partition(", best of 2 by test accuracy: ")
+    assert name in {j.info.run_name for j in jobs if j.data.metrics["test/acc"] == best}  # ties
+    assert numbers.startswith(f"accuracy {best:.4f} [")
+    assert summary["Comparison"] == str(tmp_path / "multirun" / "comparison" / "comparison.html")
+    assert summary["MLflow run"] == (run_address(tmp_path, exp, parent.info.run_id)
+                                     + " (artifacts comparison/)")
+    assert result.stdout.count("Report: ") == 2  # and each job said where its report is
     got = {}
     for job in jobs:
         folder = client.download_artifacts(job.info.run_id, "report", str(tmp_path / job.info.run_id))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import csv
 
 import torch
-from conftest import data_overrides, store_overrides
-from faults_helpers import compose_job
 from mlflow import MlflowClient
 
 from mnist_mlp import epochs, runner, validation
+from tests.helpers.configs import compose_job, store_overrides
+from tests.helpers.data import data_overrides
 
 EPOCHS = 2
 
@@ -21,7 +21,7 @@ def test_console_checkpoints_curves_and_mlflow_count_epochs_from_one(synthetic_m
     cfg = compose_job(*data_overrides(data_dir, md5s), *store_overrides(tmp_path), "model.lr=0.002",
                       f"trainer.max_epochs={EPOCHS}", "callbacks.progress_bar.mode=bar",
                       "trainer.enable_model_summary=false", "trainer.accelerator=cpu",
-                      "logger.system_metrics=false", f"hydra.runtime.output_dir={out}", out=out)
+                      "logger.system_metrics=false", out=out)
     validation.check(cfg)
     runner.run(cfg)
     shown = "".join(capsys.readouterr())  # tqdm's bar
