@@ -165,3 +165,11 @@ def evaluated_run(trained_run, tmp_path_factory) -> EvaluatedRun:
     with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
         cli.evaluate(cfg)
     return EvaluatedRun(out / "report", console.getvalue())
+
+
+@pytest.fixture
+def search(tmp_path, synthetic_mnist):
+    """An Optuna search's arguments, store and study storage under ``tmp_path`` (``Search``)."""
+    from tests.helpers.search import Search
+
+    return Search(tmp_path, synthetic_mnist)

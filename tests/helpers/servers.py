@@ -167,6 +167,7 @@ class MlflowServer:
         self.options = ["--workers", str(workers)]
         self.admin: tuple[str, str] | None = None
         self.user: tuple[str, str] | None = None
+        self.postgres: Postgres | None = None
         self.proc: subprocess.Popen | None = None
         if auth_db_uri:
             self._basic_auth(auth_db_uri)
@@ -235,6 +236,7 @@ def team_server(folder: Path, bin_dir: Path) -> Iterator[MlflowServer]:
         with MlflowServer(folder, pg.uri("mlflow"), auth_db_uri=pg.uri("mlflow_auth"),
                           env=pg.client_env(), workers=2) as server:
             server.user = server.create_user("alice")
+            server.postgres = pg  # for other databases on the same cluster (an Optuna study)
             yield server
 
 

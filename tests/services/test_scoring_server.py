@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import data_overrides, store_overrides, write_synthetic_mnist
-from faults_helpers import quiet, run_train
 from mlflow import MlflowClient
 
 from mnist_mlp import fetch, idx
 from mnist_mlp.tracking.serving import image_body, pixels_body, scoring_server
+from tests.helpers.configs import quiet, store_overrides
+from tests.helpers.data import data_overrides, write_synthetic_mnist
+from tests.helpers.processes import run_train
 
 pytestmark = pytest.mark.slow
 NAME = "mnist-mlp-served"

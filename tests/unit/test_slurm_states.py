@@ -1,5 +1,5 @@
 """Slurm job states without accounting (mnist_mlp/slurm/states.py), read from squeue's own output
-format; no cluster needed. The same watcher runs against a real cluster in tests/test_slurm.py."""
+format; no cluster needed. The same watcher runs against a real cluster in tests/services/test_slurm.py."""
 
 from __future__ import annotations
 

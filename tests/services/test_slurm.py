@@ -1,6 +1,6 @@
 """Sweeps on Slurm (``hydra/launcher=submitit_slurm``) against a real single-node cluster on loopback.
 
-One cluster per session (``conftest.slurm``, tests/slurm_cluster.py: no accounting, as on a small
+One cluster per session (fixture ``slurm``, tests/helpers/slurm.py: no accounting, as on a small
 cluster without slurmdbd). Each sweep is ``train.py -m`` in a subprocess, as a user runs it on a
 login node; submitit submits its jobs with ``sbatch`` and slurmd runs them. Two sweeps share the
 work, as the file's time budget (a few minutes on two cores) allows: four jobs that finish, two
@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +22,12 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT, write_synthetic_mnist
-from faults_helpers import assert_one_paragraph, cli_overrides
 from omegaconf import OmegaConf
 
 from mnist_mlp.tracking.record import FAILURE_TAG, PARENT_TAG, ROLE_TAG, SWEEP_DIR_TAG
+from tests.helpers.configs import ROOT, compose_config, quiet, store_overrides
+from tests.helpers.data import data_overrides, write_synthetic_mnist
+from tests.helpers.processes import assert_one_paragraph, command, script_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -89,15 +89,16 @@ def mnist(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def _command(root: Path, mnist: tuple[Path, dict[str, str]], *overrides: str) -> list[str]:
     """A sweep on the test cluster; the jobs' own work kept small (their report's bootstrap, no
     system-metrics sampling): what is tested is what happens around them."""
-    return [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_slurm",
-            "hydra.launcher.partition=debug", *cli_overrides(*mnist, root),
-            "report.bootstrap_resamples=50", "logger.system_metrics=false", *overrides]
+    return command("train.py", "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+                   *data_overrides(*mnist), *store_overrides(root, fresh=True), *quiet(),
+                   "report.bootstrap_resamples=50", "logger.system_metrics=false", *overrides)
 
 
 def _env(slurm: Any, **extra: str) -> dict[str, str]:
-    """The cluster's environment; the jobs inherit it (sbatch exports it), slow_epochs included."""
-    path = os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    return {**slurm.env, "MPLBACKEND": "Agg", "PYTHONPATH": path, **extra}
+    """The cluster's environment; the jobs inherit it (sbatch exports it), the tests' callbacks
+    (``tests.helpers.slow_epochs``) importable."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return script_env({**slurm.env, "PYTHONPATH": path, **extra})
 
 
 def _start(root: Path, mnist: Any, slurm: Any, *overrides: str) -> subprocess.Popen:
@@ -130,8 +131,8 @@ def _wait(what: str, ready: Callable[[], Any], proc: subprocess.Popen | None = N
 
 def _slow(seconds: float, hold: Path | None = None) -> list[str]:
     where = [f"+callbacks.slow.hold={hold}"] if hold else []
-    return ["+callbacks.slow._target_=slow_epochs.SleepAtEpochEnd", f"+callbacks.slow.seconds={seconds}",
-            *where]
+    return ["+callbacks.slow._target_=tests.helpers.slow_epochs.SleepAtEpochEnd",
+            f"+callbacks.slow.seconds={seconds}", *where]
 
 
 # --- the two sweeps, run at once --------------------------------------------------------------
@@ -318,11 +319,8 @@ def test_a_partition_that_does_not_exist_stops_the_sweep_before_anything_is_reco
 
 
 def _multirun_config(tmp_path: Path) -> Any:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=["hydra/launcher=submitit_slurm", f"hydra.sweep.dir={tmp_path}",
-                                           "hydra.job.name=train"], return_hydra_config=True)
+    return compose_config("hydra/launcher=submitit_slurm", f"hydra.sweep.dir={tmp_path}",
+                          "hydra.job.name=train", out=tmp_path / "run")
 
 
 # Hydra's own words about conf/hydra/launcher/submitit_slurm.yaml (mnist_mlp/__init__.py says why);
