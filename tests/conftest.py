@@ -142,7 +142,7 @@ def trained_run(synthetic_mnist, tmp_path_factory) -> TrainedRun:
     client = _client(tmp)
     (run,) = runs_in(client, "mnist-mlp", "train")
     trained = TrainedRun(data_dir, md5s, tmp / "outputs", client, run, overrides)
-    assert trained.best_checkpoint.name == f"epoch{TRAINED_EPOCHS - 1:03d}.ckpt", trained.best_checkpoint
+    assert trained.best_checkpoint.name == f"epoch{TRAINED_EPOCHS:03d}.ckpt", trained.best_checkpoint
     return trained
 
 

@@ -3,7 +3,9 @@ Hydra compose of ``conf/`` for in-process runs (train.py's job config, ``HydraCo
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -65,6 +67,18 @@ def compose_job(*overrides: str, out: Path | None = None, config: str = "train")
     """The job config the command hands to ``mnist_mlp.cli`` (no ``hydra`` key); see ``compose_config``."""
     cfg = compose_config(*overrides, out=out, config=config)
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def train_main(*args: str) -> None:
+    """``python train.py args...`` in this process, Hydra's command line and all: a sweep's ``-m``
+    runs each job here (Hydra's basic launcher) with the multirun's callbacks. SystemExit
+    propagates (exit 2 on bad input)."""
+    import train
+
+    GlobalHydra.instance().clear()
+    # Imported, train.py's config_path would be looked up as a package: name the folder.
+    with mock.patch.object(sys, "argv", ["train.py", f"--config-path={CONF}", *args]):
+        train.main()
 
 
 def checkpoint_of(path: Path, **net_changes: object) -> Path:

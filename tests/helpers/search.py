@@ -4,15 +4,12 @@ with its own store, study storage and sweep folders under a test's ``tmp_path`` 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from unittest import mock
 
 import optuna
-from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 
-from tests.helpers.configs import ROOT, quiet, store_overrides
+from tests.helpers.configs import quiet, store_overrides, train_main
 from tests.helpers.data import data_overrides
 from tests.helpers.runs import runs_in
 
@@ -44,13 +41,7 @@ class Search:
 
     def run(self, *overrides: str) -> None:
         """In this process, as ``python train.py -m ...``; SystemExit propagates (exit 2)."""
-        import train
-
-        GlobalHydra.instance().clear()
-        # Imported, train.py's config_path would be looked up as a package: name the folder.
-        argv = ["train.py", f"--config-path={ROOT / 'conf'}", *self.args(*overrides)]
-        with mock.patch.object(sys, "argv", argv):
-            train.main()
+        train_main(*self.args(*overrides))
 
     def study(self, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=self.storage)

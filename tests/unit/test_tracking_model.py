@@ -2,8 +2,8 @@
 on request, every pixel form, refusals MLflow turns into HTTP 400, and ``mlflow.models.evaluate``
 giving the run's own report numbers (also through ``evaluate.py evaluate.mlflow_evaluator=true``).
 
-One short training run on the synthetic MNIST, in-process, is shared by the module; its learning
-rate is low enough that the test set keeps mistakes (so equal numbers are not all 1.0).
+The run is the session's ``trained_run``; its learning rate is low enough that the test set keeps
+mistakes (so equal numbers are not all 1.0).
 """
 
 from __future__ import annotations
@@ -14,37 +14,31 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mnist_mlp import cli, runner
+from mnist_mlp import cli
 from mnist_mlp.datamodule import MnistDataModule
 from mnist_mlp.tracking.model import PIXEL_COLUMNS, evaluation_frame
-from tests.helpers.configs import compose_job, quiet, store_overrides
-from tests.helpers.data import data_overrides, write_synthetic_mnist
+from tests.helpers.configs import compose_job, store_overrides
+from tests.helpers.data import VAL_SIZE
 
 pytestmark = pytest.mark.slow
 PROBS = [f"prob_{k}" for k in range(10)]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("classifier")
-    md5s = write_synthetic_mnist(tmp / "data")
-    data = data_overrides(tmp / "data", md5s)
-    cfg = compose_job(*data, *store_overrides(tmp), *quiet(), "trainer.max_epochs=1",
-                      "model.lr=0.002", "logger.system_metrics=false", out=tmp / "outputs")
-    runner.run(cfg)
-    client = MlflowClient(cfg.logger.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id])
-    report = tmp / "outputs" / "report"
-    dm = MnistDataModule(str(tmp / "data"), val_size=100, sources=("local",), md5=md5s)
+def trained(trained_run):
+    """The session's trained run and what these tests read of it: its test set as MLflow's
+    evaluation frame, its report's predictions and numbers."""
+    dm = MnistDataModule(str(trained_run.data_dir), val_size=VAL_SIZE, sources=("local",),
+                         md5=trained_run.md5s)
     dm.prepare_data()
     dm.setup()
-    return {"tmp": tmp, "data": data, "client": client, "run_id": run.info.run_id,
-            "uri": cfg.logger.tracking_uri, "frame": evaluation_frame(dm),
-            "predictions": pd.read_csv(report / "predictions.csv"),
-            "report": json.loads((report / "classification_report.json").read_text())}
+    return {"tmp": trained_run.out.parent, "data": trained_run.data, "client": trained_run.client,
+            "run_id": trained_run.run.info.run_id, "uri": trained_run.client.tracking_uri,
+            "frame": evaluation_frame(dm),
+            "predictions": pd.read_csv(trained_run.report / "predictions.csv"),
+            "report": json.loads((trained_run.report / "classification_report.json").read_text())}
 
 
 @pytest.fixture(scope="module")
