@@ -45,7 +45,7 @@ def trained(tmp_path_factory):
     dm = MnistDataModule(str(tmp / "data"), val_size=100, sources=("local",), md5=md5s)
     dm.prepare_data()
     dm.setup()
-    return {"tmp": tmp, "data": data, "client": client, "run_id": run.info.run_id,
+    return {"tmp": tmp, "data": data, "client": client, "run_id": run.info.run_id, "run": run,
             "uri": cfg.logger.tracking_uri, "frame": evaluation_frame(dm),
             "predictions": pd.read_csv(report / "predictions.csv"),
             "report": json.loads((report / "classification_report.json").read_text())}
@@ -73,6 +73,14 @@ def test_predict_gives_the_reports_classes_and_probabilities_on_request(trained,
     assert list(probs.columns) == ["pred", *PROBS]  # predictions.csv's own columns
     np.testing.assert_array_equal(probs["pred"], expected["pred"])
     np.testing.assert_allclose(probs[PROBS], expected[PROBS], atol=1e-6)
+
+
+def test_the_models_config_sits_beside_the_training_params_without_changing_them(trained):
+    """MLflow logs a model's model_config as its run's params: the served model's keys must not
+    collide with the training's (``threads`` did: "Changing param values is not allowed")."""
+    params = trained["run"].data.params
+    assert params["threads"] == "1"  # the training's torch threads (conf/train.yaml)
+    assert params["torch_threads"] == "0" and int(params["max_rows"]) > 0
 
 
 def test_every_input_form_gives_the_same_classes(trained, model):
