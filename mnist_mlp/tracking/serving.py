@@ -7,7 +7,7 @@ MLflow command gets wrong from a venv that is not activated, handled here: ``mlf
 ``uvicorn`` through ``bash -c`` from ``PATH`` (exit 127 without the venv's ``bin``), and it reads the
 store from ``MLFLOW_TRACKING_URI`` (``./mlruns`` without it). The model's ``model_config`` is
 overridden through MLflow's ``SERVING_MODEL_CONFIG``: ``max_rows`` per request and torch's
-``threads`` per worker.
+threads per worker (``threads``, the model's ``torch_threads``).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def prepare(cfg: Any) -> tuple[list[str], dict[str, str]]:
     check_model(cfg.model_uri, cfg.logger.tracking_uri)
     command = server_command(str(cfg.model_uri), str(cfg.host), int(cfg.port), int(cfg.workers),
                              int(cfg.timeout))
-    config = {"max_rows": int(cfg.max_rows), "threads": cfg.threads}
+    config = {"max_rows": int(cfg.max_rows), "torch_threads": cfg.threads}
     return command, server_environment(cfg.logger.tracking_uri, config)
 
 

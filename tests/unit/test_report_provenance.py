@@ -117,7 +117,7 @@ def test_an_untracked_evaluation_says_so_and_names_the_file(trained):
     evaluation.evaluate(str(last), cfg)
     items, saved = _header(tmp / "eval_file")
     assert saved["run_id"] is None
-    assert items[0] == "Run: not tracked in MLflow (logger=null or evaluate.py ckpt_path=...)"
+    assert items[0] == "Run: not tracked in MLflow ('~logger', or evaluate.py ckpt_path=...)"
     # last.ckpt is not what the acc/val checkpoint callback counted as its best: no score claimed
     assert items[4] == f"Tested weights: last.ckpt, saved after {EPOCHS} epochs (evaluate.py ckpt_path)"
     assert saved["tested"]["monitor"] is None

@@ -70,7 +70,8 @@ def test_a_trial_with_a_hopeless_learning_rate_is_pruned_and_still_tested(search
         assert trial.state == (TrialState.PRUNED if hopeless else TrialState.COMPLETE)
         assert run.data.tags["optuna.state"] == trial.state.name
         assert epochs == (1 if hopeless else 2)  # stopped after the first epoch
-        assert trial.user_attrs.get("pruned_at_epoch") == (0 if hopeless else None)
+        assert trial.user_attrs.get("pruned_at_epoch") == (1 if hopeless else None)
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))  # epochs from 1
         assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
     assert parent.data.metrics["trials/pruned"] == 1
 

@@ -35,7 +35,8 @@ def trained(trained_run):
     dm.prepare_data()
     dm.setup()
     return {"tmp": trained_run.out.parent, "data": trained_run.data, "client": trained_run.client,
-            "run_id": trained_run.run.info.run_id, "uri": trained_run.client.tracking_uri,
+            "run_id": trained_run.run.info.run_id, "run": trained_run.run,
+            "uri": trained_run.client.tracking_uri,
             "frame": evaluation_frame(dm),
             "predictions": pd.read_csv(trained_run.report / "predictions.csv"),
             "report": json.loads((trained_run.report / "classification_report.json").read_text())}
@@ -63,6 +64,14 @@ def test_predict_gives_the_reports_classes_and_probabilities_on_request(trained,
     assert list(probs.columns) == ["pred", *PROBS]  # predictions.csv's own columns
     np.testing.assert_array_equal(probs["pred"], expected["pred"])
     np.testing.assert_allclose(probs[PROBS], expected[PROBS], atol=1e-6)
+
+
+def test_the_models_config_sits_beside_the_training_params_without_changing_them(trained):
+    """MLflow logs a model's model_config as its run's params: the served model's keys must not
+    collide with the training's (``threads`` did: "Changing param values is not allowed")."""
+    params = trained["run"].data.params
+    assert params["threads"] == "1"  # the training's torch threads (conf/train.yaml)
+    assert params["torch_threads"] == "0" and int(params["max_rows"]) > 0
 
 
 def test_every_input_form_gives_the_same_classes(trained, model):

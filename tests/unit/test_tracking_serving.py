@@ -48,7 +48,7 @@ def test_the_command_finds_uvicorn_and_the_store_without_an_activated_venv():
     assert command[:3] == [str(Path(sys.executable).parent / "mlflow"), "models", "serve"]
     assert command[command.index("--env-manager") + 1] == "local"
     assert [command[command.index(f) + 1] for f in ("-h", "-p", "-w")] == ["127.0.0.1", "5009", "2"]
-    env = serving.server_environment("sqlite:////x/mlflow.db", {"max_rows": 9, "threads": None},
+    env = serving.server_environment("sqlite:////x/mlflow.db", {"max_rows": 9, "torch_threads": None},
                                      base={"PATH": "/usr/bin:/bin", "HOME": "/root"})
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)  # uvicorn's
     assert env["PATH"].endswith("/usr/bin:/bin") and env["HOME"] == "/root"
