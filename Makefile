@@ -13,7 +13,7 @@ MODEL ?=
 PORT ?= 5001
 WORKERS ?= 1
 
-.PHONY: install data train test lint bench ui serve docs docs-serve docs-screenshots clean-venv gpu-wheels
+.PHONY: install data train test test-fast lint bench ui serve docs docs-serve docs-screenshots clean-venv gpu-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ data: install
 train: data
 	$(BIN)/python train.py $(ARGS)
 
+# Everything: tests/unit, tests/integration (the commands as processes), tests/services (servers).
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: tests/unit only (in-process; no servers, no subprocesses).
+test-fast: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -25,18 +25,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mnist_mlp.tracking.serving import free_port, stop_group, wait_answering  # noqa: E402
 from mnist_mlp.tracking.ui import experiment_id, run_url, runs_url  # noqa: E402
 
 EPOCHS = 3
@@ -47,12 +44,6 @@ IMAGES = ROOT / "docs" / "images"
 REPORT_WINDOW, REPORT_SCALE = "1100,1905", 0.75
 REPORT_FIGURES = ("roc_curves.png", "reliability.png")
 HOST = "docs.mlflow.invalid"  # a name Chromium maps to 127.0.0.1 (.invalid never resolves)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(tmp: Path, lr: float) -> None:
@@ -76,20 +67,10 @@ def _server(tmp: Path, port: int):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200:
-                    break
-            time.sleep(1)
+        wait_answering(f"http://127.0.0.1:{port}/health", proc)
         yield
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)  # uvicorn's workers stop one by one: slow on a busy machine
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, wait_s=120)  # uvicorn's workers stop one by one: slow on a busy machine
 
 
 def _shoot(url: str, png: Path, window: str = "1600,900") -> None:
@@ -129,7 +110,7 @@ def main() -> None:
         exp_id = experiment_id(uri, "mnist-mlp")  # as `make ui` does: the saved view is there
         run = MlflowClient(uri).search_runs([exp_id], "tags.`mnist_mlp.role` = 'train'",
                                             order_by=["metrics.`test/acc` DESC"])[0]
-        port = _free_port()
+        port = free_port()
         base = f"http://{HOST}:{port}"
         IMAGES.mkdir(exist_ok=True)
         with _server(tmp, port):

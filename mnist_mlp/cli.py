@@ -125,7 +125,7 @@ def _mlflow(tracking_uri: str | None, experiment_id: str | None, run_id: str | N
     from mnist_mlp.tracking import ui
 
     if not (tracking_uri and experiment_id and run_id):
-        return "MLflow", "not recorded (logger=null)"
+        return "MLflow", "not recorded (the logger group was removed: '~logger')"
     return "MLflow run", ui.address(tracking_uri, experiment_id, run_id) + note
 
 

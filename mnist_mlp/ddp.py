@@ -36,7 +36,7 @@ def on_rank_death(callback: Callable[[str], None]) -> Iterator[None]:
     the ranks it started; when one exits non-zero (an exception, the OOM killer), it SIGKILLs every
     rank, rank 0 included, so nothing in rank 0 could close the MLflow run: it stayed RUNNING.
     Lightning has no hook there, so its ``_terminate_all`` is wrapped (a private API: the rank-death
-    test of tests/test_ddp_tracking.py fails if it changes). ``callback`` runs in the observer's
+    test of tests/integration/test_ddp.py fails if it changes). ``callback`` runs in the observer's
     thread, while the main thread may be blocked in a collective waiting for the dead rank.
     """
     _patch_observer()

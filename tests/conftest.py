@@ -1,126 +1,175 @@
-"""Shared fixtures: a small synthetic MNIST written in the real IDX format, and an MLflow store."""
+"""Fixtures of the whole suite, markers by folder, and a repository that the tests leave as it was.
+
+Layout (tests/README.md): ``unit/`` runs in-process, ``integration/`` starts the project's
+commands as processes, ``services/`` starts servers. Each test gets the marker of its folder.
+
+Fixtures here: ``synthetic_mnist`` (session: read-only IDX files), ``store`` (a ready SQLite
+MLflow store in the test's folder), ``trained_run`` (session: one short training run, in-process,
+tracked) and ``evaluated_run`` (session: its best checkpoint through ``evaluate.py``'s code).
+Helpers are plain functions in ``tests.helpers``.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import io
 import os
-import signal
-import sys
+import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
+from hydra.core.hydra_config import HydraConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from mnist_mlp import fetch, idx  # noqa: E402
+from tests.helpers.configs import ROOT, compose_job, quiet, store_overrides
+from tests.helpers.data import N_TEST, N_TRAIN, data_overrides, write_synthetic_mnist
+from tests.helpers.runs import runs_in
+from tests.helpers.store import new_store
+from tests.helpers.trained import TRAINED_EPOCHS, TRAINED_LR, EvaluatedRun, TrainedRun
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+LAYERS = ("unit", "integration", "services")
 
 
-def ctrl_c_as_in_a_terminal() -> None:
-    """``preexec_fn`` for a child that a test interrupts with SIGINT, as Ctrl-C in a terminal does.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The marker of each test's folder; unit tests first (the quickest to fail), then the rest."""
+    tests = Path(__file__).parent
 
-    A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it, so a
-    test runner started that way would see its train.py shrug off the signal.
+    def layer(item: pytest.Item) -> str:
+        return item.path.relative_to(tests).parts[0]
+
+    for item in items:
+        if layer(item) in LAYERS:
+            item.add_marker(layer(item))
+    items.sort(key=lambda item: LAYERS.index(layer(item)) if layer(item) in LAYERS else len(LAYERS))
+
+
+# ------------------------------------------------------------------ the repository stays clean ----
+
+
+def _untracked() -> set[str] | None:
+    """Untracked and ignored files of the checkout, each one (``None`` outside a git checkout)."""
+    try:
+        done = subprocess.run(["git", "ls-files", "--others", "-z", "--", ".", ":!:.venv", ":!:data"],
+                              cwd=ROOT, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode:
+        return None
+    return {p for p in done.stdout.decode().split("\0")
+            if p and not any(part in {"__pycache__", ".pytest_cache", ".ruff_cache"}
+                             for part in Path(p).parts)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_left_clean():
+    """Fails the session if a test wrote into the repository (``outputs/`` from a run without
+    ``hydra.run.dir``, a stray ``mlruns/``): every output belongs in a temporary folder.
+
+    ``data/`` is where the real MNIST lives; the real-MNIST tests may fetch it there.
     """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    before = _untracked()
+    yield
+    after = _untracked()
+    if before is not None and after is not None:
+        written = sorted(after - before)
+        assert not written, f"tests wrote into the repository {ROOT}: {written}"
 
 
-def synthetic_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Digits as bright 7x7 blocks at a class-specific place over noise: learnt in a few steps."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, size=n).astype(np.uint8)
-    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-    for i, k in enumerate(labels):
-        r, c = divmod(int(k), 4)
-        images[i, 2 + 8 * r : 9 + 8 * r, 2 + 6 * c : 9 + 6 * c] = 255
-    return images, labels
+@pytest.fixture(autouse=True)
+def _no_hydra_config_left():
+    """Each test starts without the ``HydraConfig`` an earlier test composed."""
+    yield
+    HydraConfig.instance().cfg = None
 
 
-def write_synthetic_mnist(data_dir: Path, n_train: int = 600, n_test: int = 200, seed: int = 0):
-    """Write the four IDX files into ``data_dir/MNIST/raw``; return their MD5s (config keys)."""
-    raw = fetch.raw_dir(data_dir)
-    raw.mkdir(parents=True, exist_ok=True)
-    md5s = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        images, labels = synthetic_arrays(n, seed + (split == "test"))
-        for kind, array in (("images", images), ("labels", labels)):
-            path = raw / fetch.FILES[f"{split}_{kind}"][0]
-            idx.write(path, array)
-            md5s[f"{split}_{kind}"] = hashlib.md5(path.read_bytes()).hexdigest()
-    return md5s
+# ------------------------------------------------------------------ data and stores ---------------
+
+
+@pytest.fixture(scope="session")
+def synthetic_mnist(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """``(data_dir, md5s)`` of a synthetic MNIST (``N_TRAIN``/``N_TEST`` images) in IDX files.
+
+    Shared by the session: tests only read it. A test that damages files writes its own
+    (``tests.helpers.data.write_synthetic_mnist``).
+    """
+    data_dir = tmp_path_factory.mktemp("mnist")
+    return data_dir, write_synthetic_mnist(data_dir, n_train=N_TRAIN, n_test=N_TEST)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def synthetic_mnist(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    data_dir = tmp_path / "data"
-    return data_dir, write_synthetic_mnist(data_dir)
+def undrawn_figures(monkeypatch):
+    """The report's figures built but not rendered: each PNG is the bare signature.
+
+    For tests of the report's numbers and of training, which never look at a picture (rendering is
+    most of a report's cost). The pictures are tested where they are drawn: the report's sections
+    and mistake grids (tests/unit/test_report_*.py) and every trained run.
+    """
+    from mnist_mlp.report import figures
+
+    monkeypatch.setattr(figures, "_png", lambda fig, dpi=90: PNG_SIGNATURE)
 
 
-def data_overrides(data_dir: Path, md5s: dict[str, str]) -> list[str]:
-    """Hydra overrides pointing train.py at a synthetic MNIST, verified by its own MD5s."""
-    return [
-        f"data.data_dir={data_dir}",
-        "data.sources=[local]",
-        "data.val_size=100",
-        *[f"data.md5.{k}={v}" for k, v in md5s.items()],
-    ]
+@pytest.fixture
+def store(tmp_path: Path):
+    """A ready SQLite store where ``store_overrides(tmp_path)`` points train.py; its client."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(new_store(tmp_path))
 
 
-def store_overrides(tmp_path: Path) -> list[str]:
-    """Hydra overrides keeping MLflow and outputs inside the test's temp dir."""
-    return [
-        f"logger.tracking_uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
-        f"logger.artifact_location={tmp_path}/mlruns/artifacts",
-        f"hydra.run.dir={tmp_path}/outputs",
-        f"hydra.sweep.dir={tmp_path}/multirun",
-    ]
+# ------------------------------------------------------------------ one trained run ---------------
 
 
 @pytest.fixture(scope="session")
-def team_server(tmp_path_factory):
-    """A team's tracking server: PostgreSQL, and ``mlflow server --app-name basic-auth`` on it.
+def trained_run(synthetic_mnist, tmp_path_factory) -> TrainedRun:
+    """One short training run, in this process as ``python train.py`` runs it (``cli.train``),
+    tracked in its own SQLite store, model registered, system metrics sampled.
 
-    One per test session (starting both costs ~20 s); tests keep apart by experiment name. Yields
-    the server (``.uri``, ``.admin``, ``.artifacts``) and a non-admin team member's credentials
-    (``.user``), to be given to train.py as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
-    Both servers stop, and their folders go, when the session ends, also after a failure or when
-    pytest is stopped with SIGTERM (CI's cancel, ``timeout``).
+    Shared by every test that only reads a run's records, report or checkpoints. Its best
+    checkpoint is its last epoch's (checked here), so testing either gives the same report.
     """
-    import servers
+    from mnist_mlp import cli
 
-    bin_dir = servers.postgres_bin()
-    if bin_dir is None:
-        pytest.skip(f"PostgreSQL is not installed (no {servers.PG_ROOT}/<version>/bin/initdb): "
-                    "`apt-get install postgresql` (.ci/run does)")
-    with servers.stopped_on_sigterm(), servers.postgres(bin_dir) as pg:
-        pg.createdb("mlflow")
-        pg.createdb("mlflow_auth")
-        with servers.mlflow_auth_server(pg.uri("mlflow"), pg.uri("mlflow_auth"),
-                                        tmp_path_factory.mktemp("team-server"),
-                                        pg.client_env()) as server:
-            server.user = server.create_user("alice")
-            yield server
+    tmp = tmp_path_factory.mktemp("trained")
+    data_dir, md5s = synthetic_mnist
+    overrides = (f"trainer.max_epochs={TRAINED_EPOCHS}", f"model.lr={TRAINED_LR}",
+                 "logger.system_metrics_interval=0.1", "logger.registered_model_name=mnist-mlp-test",
+                 *data_overrides(data_dir, md5s), *store_overrides(tmp), *quiet())
+    cli.train(compose_job(*overrides))
+    client = _client(tmp)
+    (run,) = runs_in(client, "mnist-mlp", "train")
+    trained = TrainedRun(data_dir, md5s, tmp / "outputs", client, run, overrides)
+    assert trained.best_checkpoint.name == f"epoch{TRAINED_EPOCHS:03d}.ckpt", trained.best_checkpoint
+    return trained
+
+
+def _client(tmp: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
 
 
 @pytest.fixture(scope="session")
-def slurm():
-    """A single-node Slurm cluster on 127.0.0.1 (tests/slurm_cluster.py), one per test session.
+def evaluated_run(trained_run, tmp_path_factory) -> EvaluatedRun:
+    """``python evaluate.py ckpt_path=<trained_run's best checkpoint>`` in this process
+    (``cli.evaluate``), its console captured as a file or CI log gets it (not a terminal)."""
+    from mnist_mlp import cli
 
-    Yields the cluster: ``.env`` (the environment with its ``SLURM_CONF``) for train.py and every
-    Slurm command, ``.run(...)`` for those commands, ``.partition``. Its daemons stop, and its
-    folder goes, when the session ends, also after a failure or when pytest gets SIGTERM.
-    """
-    import servers
-    import slurm_cluster
+    out = tmp_path_factory.mktemp("evaluated")
+    cfg = compose_job(f"ckpt_path={trained_run.best_checkpoint}", *trained_run.data, out=out,
+                      config="evaluate")
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+        cli.evaluate(cfg)
+    return EvaluatedRun(out / "report", console.getvalue())
 
-    absent = slurm_cluster.missing()
-    if absent:
-        pytest.skip(f"Slurm is not installed (no {', '.join(absent)}): "
-                    "`apt-get install slurm-wlm munge` (.ci/run does)")
-    if os.geteuid() != 0:
-        pytest.skip("the test Slurm cluster runs munged, slurmctld and slurmd as root; run as root")
-    with servers.stopped_on_sigterm(), slurm_cluster.slurm_cluster() as cluster:
-        yield cluster
+
+@pytest.fixture
+def search(tmp_path, synthetic_mnist):
+    """An Optuna search's arguments, store and study storage under ``tmp_path`` (``Search``)."""
+    from tests.helpers.search import Search
+
+    return Search(tmp_path, synthetic_mnist)

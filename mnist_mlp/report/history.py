@@ -3,7 +3,7 @@
 Rows are numbered as a person reads them (``mnist_mlp.epochs``): the row of epoch 3 of 30 says
 ``epoch 3``, as the console's "Epoch 3/30", ``epoch003.ckpt`` and the MLflow step do.
 
-A callback rather than the MLflow metric history: it works with ``logger=null`` and in tests, and
+A callback rather than the MLflow metric history: it works with ``~logger`` and in tests, and
 its state goes into every checkpoint, so a resumed run still has the epochs before the
 interruption, and ``evaluate.py`` on a checkpoint every epoch up to and including the checkpoint's
 own.

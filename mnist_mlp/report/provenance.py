@@ -52,7 +52,7 @@ class Provenance:
 
     Attributes:
         run_id, run_url, store: the MLflow run of this test, its page and its tracking URI;
-            None when the run is not tracked (``logger=null``, ``evaluate.py ckpt_path=...``).
+            None when the run is not tracked (``~logger``, ``evaluate.py ckpt_path=...``).
         date: when the test ran (ISO 8601, local time with its offset).
         git_commit, git_dirty: the code that ran; dirty = tracked files changed since the commit.
         data_md5: the verified MD5 of each MNIST file.
@@ -105,7 +105,7 @@ def weights_text(t: TestedWeights) -> str:
 def run_text(p: Provenance) -> str:
     """The run and where to see it; ``not tracked`` without one."""
     if not p.run_id:
-        return "not tracked in MLflow (logger=null or evaluate.py ckpt_path=...)"
+        return "not tracked in MLflow ('~logger', or evaluate.py ckpt_path=...)"
     text = f"MLflow run {p.run_id}"
     if p.run_url:
         text += f", {p.run_url}"

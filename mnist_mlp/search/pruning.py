@@ -15,7 +15,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from mnist_mlp import ddp
+from mnist_mlp import ddp, epochs
 from mnist_mlp.errors import UserError
 from mnist_mlp.search.record import STUDY_TAG, TRIAL_TAG
 from mnist_mlp.search.study import PRUNED_ATTR, open_storage, trial_of
@@ -31,7 +31,8 @@ def _mlflow(trainer: Any) -> Any | None:
 
 
 class OptunaPruning(Callback):
-    """Reports ``monitor`` after every validation epoch (step = epoch) to trial ``trial`` of the study.
+    """Reports ``monitor`` after every validation epoch to trial ``trial`` of the study, the step
+    being the epoch as a person reads it (from 1, ``mnist_mlp.epochs``).
 
     ``trial=None`` (a run that is not a search trial): does nothing. Only rank 0 talks to the
     study; under DDP its decision is broadcast so that every rank stops at the same epoch.
@@ -67,20 +68,20 @@ class OptunaPruning(Callback):
             value = trainer.callback_metrics.get(self.monitor)
             if value is None:
                 raise UserError(
-                    f"optimized_metric={self.monitor} was not logged in epoch {trainer.current_epoch}, "
+                    f"optimized_metric={self.monitor} was not logged in epoch {epochs.of(trainer)}, "
                     f"so the search cannot rank or prune this trial: set optimized_metric to one of "
                     f"{', '.join(sorted(trainer.callback_metrics))}.")
-            epoch = trainer.current_epoch
+            epoch = epochs.number(trainer.current_epoch)
             self.trial.report(float(value), step=epoch)
             # After the last epoch nothing is left to save: the trial completes.
-            last = 0 < (trainer.max_epochs or 0) <= epoch + 1
+            last = 0 < (trainer.max_epochs or 0) <= epoch
             prune = not last and self.trial.should_prune()
         prune = trainer.strategy.broadcast(prune, src=0)
         if prune:
-            self.pruned_at = trainer.current_epoch
+            self.pruned_at = epochs.number(trainer.current_epoch)
             if self.trial is not None:
                 self.trial.set_user_attr(PRUNED_ATTR, self.pruned_at)
             log.info("Optuna's pruner stopped trial %s after epoch %d on its %s; the best "
-                     "checkpoint is tested as in any run.", self.number, self.pruned_at + 1,
+                     "checkpoint is tested as in any run.", self.number, self.pruned_at,
                      self.monitor)
             trainer.should_stop = True

@@ -12,7 +12,8 @@ load time) with the weights as a state dict read by ``torch.load(weights_only=Tr
 Signature: no input schema (``served_model`` checks the input, docs/serving.md says why), the
 predicted class out (int64, one per image), and the param ``output`` (``class``, or
 ``probabilities`` for ``pred, prob_0 ... prob_9``). ``model_config``: ``max_rows`` bounds the images
-of one call, ``threads`` (0: leave torch's setting) sets torch's CPU threads; a scoring server
+of one call, ``torch_threads`` (0: leave torch's setting) sets torch's CPU threads (not ``threads``:
+MLflow logs these keys as the run's params too, beside the training's ``threads``); a scoring server
 overrides both (``tracking.serving``), as MLflow lets only logged keys be overridden.
 """
 
@@ -114,7 +115,7 @@ def log_model(run_id: str, tracking_uri: str, payload: dict[str, Any],
                 name=MODEL_NAME, python_model=str(SERVED_MODEL_CODE),
                 artifacts={"weights": str(weights), "network": str(network)},
                 signature=_signature(), input_example=example,
-                model_config={"max_rows": MAX_ROWS, "threads": 0},
+                model_config={"max_rows": MAX_ROWS, "torch_threads": 0},
                 pip_requirements=_requirements(), code_paths=[str(Path(__file__).parents[1])],
                 registered_model_name=registered_model_name,
             )

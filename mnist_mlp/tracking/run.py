@@ -60,7 +60,7 @@ def _mlflow_logger(trainer: Any) -> Any | None:
 
 @dataclass
 class TrackedRun:
-    """The MLflow run of one training job; ``None`` logger (``logger=null``) makes it a no-op."""
+    """The MLflow run of one training job; ``None`` logger (``~logger``) makes it a no-op."""
 
     cfg: DictConfig
     trainer: Any
@@ -97,7 +97,7 @@ class TrackedRun:
         log.info("MLflow run %s in %s", self.run_id, lcfg.tracking_uri)
 
     def provenance(self, tested: report.TestedWeights) -> report.Provenance:
-        """The report's header: this run (none with ``logger=null``), the code, data, weights."""
+        """The report's header: this run (none with ``~logger``), the code, data, weights."""
         if self.run_id is None:
             return provenance(self.datamodule, tested)
         uri = str(self.cfg.logger.tracking_uri)

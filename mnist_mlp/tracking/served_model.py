@@ -113,8 +113,8 @@ class MnistClassifier(PythonModel):
         self.net.eval()
         config = context.model_config  # logged by tracking.model, overridden by a server
         self.max_rows = int(config["max_rows"])
-        if config.get("threads"):  # a serving process's choice (0: leave a notebook's alone)
-            torch.set_num_threads(int(config["threads"]))
+        if config.get("torch_threads"):  # a serving process's choice (0: leave a notebook's alone)
+            torch.set_num_threads(int(config["torch_threads"]))
 
     def pixels(self, model_input: Any) -> np.ndarray:
         """The input as N x 784 raw pixel values, or MLflow's INVALID_PARAMETER_VALUE saying why."""

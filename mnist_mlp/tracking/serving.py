@@ -7,7 +7,7 @@ MLflow command gets wrong from a venv that is not activated, handled here: ``mlf
 ``uvicorn`` through ``bash -c`` from ``PATH`` (exit 127 without the venv's ``bin``), and it reads the
 store from ``MLFLOW_TRACKING_URI`` (``./mlruns`` without it). The model's ``model_config`` is
 overridden through MLflow's ``SERVING_MODEL_CONFIG``: ``max_rows`` per request and torch's
-``threads`` per worker.
+threads per worker (``threads``, the model's ``torch_threads``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ def prepare(cfg: Any) -> tuple[list[str], dict[str, str]]:
     check_model(cfg.model_uri, cfg.logger.tracking_uri)
     command = server_command(str(cfg.model_uri), str(cfg.host), int(cfg.port), int(cfg.workers),
                              int(cfg.timeout))
-    config = {"max_rows": int(cfg.max_rows), "threads": cfg.threads}
+    config = {"max_rows": int(cfg.max_rows), "torch_threads": cfg.threads}
     return command, server_environment(cfg.logger.tracking_uri, config)
 
 
@@ -112,37 +113,49 @@ class ScoringServer:
     log: Path | None
 
     def log_tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log and self.log.exists() else ""
+        return _tail(self.log, chars)
 
 
-def _wait_ready(server: ScoringServer, wait_s: float) -> None:
-    import requests
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 
+
+def _tail(log: Path | None, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log and log.is_file() else ""
+
+
+def wait_answering(url: str, process: subprocess.Popen, log: Path | None = None,
+                   wait_s: float = 300) -> None:
+    """Return once ``url`` answers 200 (a server's health or ping address).
+
+    Raises RuntimeError, with the end of ``log``, if ``process`` exits first, and TimeoutError if
+    nothing answers within ``wait_s`` (a server can take minutes to start on a loaded 2-core
+    machine). The tests' servers and ``docs/screenshots.py`` wait with this too.
+    """
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"serve.py exited ({server.process.returncode}):\n"
-                               f"{server.log_tail()}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{server.url}/ping", timeout=5).ok:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited ({process.returncode}):\n{_tail(log)}")
+        with contextlib.suppress(OSError), _DIRECT.open(url, timeout=5) as answer:
+            if answer.status == 200:
                 return
-        time.sleep(0.5)
-    raise TimeoutError(f"no scoring server on {server.url} after {wait_s:.0f} s:\n"
-                       f"{server.log_tail()}")
+        time.sleep(0.25)
+    raise TimeoutError(f"no answer from {url} after {wait_s:.0f} s:\n{_tail(log)}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the group (serve.py became mlflow, which started uvicorn and its workers)."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, wait_s: float = 30) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it started (serve.py
+    became mlflow, which started uvicorn and its workers): ``sig`` to the group, SIGKILL after
+    ``wait_s``. SIGKILL as ``sig`` stops at once, as a crash would. The tests' servers and Slurm
+    daemons stop with this too. The group is signalled even when its leader has ended: what the
+    leader started may still run."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=wait_s)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        process.wait(timeout=wait_s)
 
 
 @contextlib.contextmanager
@@ -163,10 +176,10 @@ def scoring_server(model_uri: str, tracking_uri: str, *, workers: int = 1,
                                    env=None if env is None else dict(env))
     server = ScoringServer(f"http://127.0.0.1:{port}", process, log)
     try:
-        _wait_ready(server, wait_s)
+        wait_answering(f"{server.url}/ping", process, log, wait_s)
         yield server
     finally:
-        _stop(process)
+        stop_group(process)
 
 
 def pixels_body(images: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import data_overrides
 
 from bench import cli
+from tests.helpers.data import data_overrides
 
 pytestmark = pytest.mark.slow
 

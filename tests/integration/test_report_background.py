@@ -18,14 +18,14 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from conftest import data_overrides, write_synthetic_mnist
-from faults_helpers import compose_job, quiet
 from mlflow import MlflowClient
 
 from mnist_mlp import config, report, runner, validation
 from mnist_mlp.errors import UserError
 from mnist_mlp.report import background, history
 from mnist_mlp.tracking.run import provenance
+from tests.helpers.configs import compose_job, quiet
+from tests.helpers.data import data_overrides, write_synthetic_mnist
 
 EPOCHS = 2
 LR = "model.lr=0.003"  # slow enough learning for mistakes to show: every figure is drawn

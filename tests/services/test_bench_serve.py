@@ -9,9 +9,9 @@ import json
 
 import pytest
 import torch
-from conftest import data_overrides
 
 from bench import cli
+from tests.helpers.data import data_overrides
 
 pytestmark = pytest.mark.slow
 

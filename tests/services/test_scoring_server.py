@@ -1,11 +1,11 @@
 """A sweep's ``champion`` served by a real ``python serve.py`` (``make serve``) on loopback.
 
 The module's fixtures: one two-job sweep on the synthetic MNIST with
-``logger.registered_model_name`` (``train.py -m``, a process: the multirun's callbacks are what is
-tested), then one scoring server for ``models:/<name>@champion``, started with a PATH that lacks
-the venv's ``bin`` (as from a shell that did not activate it) and ``max_rows=150`` (the test set
-has 200 images, so the whole set in one request is an oversized body). The server is stopped
-after the module, also when a test fails.
+``logger.registered_model_name`` (``train.py -m`` in this process, Hydra's basic launcher: the
+multirun's callbacks are what is tested), then one scoring server for ``models:/<name>@champion``,
+started with a PATH that lacks the venv's ``bin`` (as from a shell that did not activate it) and
+``max_rows=150`` (the test set has 200 images, so the whole set in one request is an oversized
+body). The server is stopped after the module, also when a test fails.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import data_overrides, store_overrides, write_synthetic_mnist
-from faults_helpers import quiet, run_train
 from mlflow import MlflowClient
 
 from mnist_mlp import fetch, idx
 from mnist_mlp.tracking.serving import image_body, pixels_body, scoring_server
+from tests.helpers.configs import quiet, store_overrides, train_main
+from tests.helpers.data import data_overrides, write_synthetic_mnist
 
 pytestmark = pytest.mark.slow
 NAME = "mnist-mlp-served"
@@ -36,10 +36,9 @@ def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     md5s = write_synthetic_mnist(tmp / "data")
     # Two learning rates: one learns the synthetic digits in an epoch, one does not.
-    result = run_train("-m", "model.lr=0.002,0.05", "trainer.max_epochs=1",
-                       f"logger.registered_model_name={NAME}", "logger.system_metrics=false",
-                       *data_overrides(tmp / "data", md5s), *store_overrides(tmp), *quiet())
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_main("-m", "model.lr=0.002,0.05", "trainer.max_epochs=1",
+               f"logger.registered_model_name={NAME}", "logger.system_metrics=false",
+               *data_overrides(tmp / "data", md5s), *store_overrides(tmp), *quiet())
     uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("mnist-mlp").experiment_id
@@ -49,7 +48,7 @@ def sweep(tmp_path_factory):
     path = fetch.raw_dir(tmp / "data") / fetch.FILES["test_images"][0]
     images = idx.parse(idx.read_bytes(path), path, 3).reshape(-1, 784)
     return {"tmp": tmp, "uri": uri, "client": client, "parent": parent, "jobs": jobs,
-            "images": images, "log": result.stderr}
+            "images": images}
 
 
 def _best_run(client, jobs):

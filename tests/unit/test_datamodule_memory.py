@@ -8,11 +8,11 @@ import weakref
 
 import pytest
 import torch
-from conftest import data_overrides
-from faults_helpers import compose_job, quiet
 
 from mnist_mlp import runner
 from mnist_mlp.datamodule import MnistDataModule
+from tests.helpers.configs import compose_job, quiet
+from tests.helpers.data import data_overrides
 
 
 def _datamodule(synthetic_mnist) -> MnistDataModule:

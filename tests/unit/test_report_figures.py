@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from report_helpers import from_confusion, mnist_like_confusion, results_of
 
 from mnist_mlp.report import figures
+from tests.helpers.predictions import from_confusion, mnist_like_confusion, results_of
 
 OFF = ~np.eye(10, dtype=bool)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from report_helpers import results_of
 
 from mnist_mlp import report
+from tests.helpers.predictions import results_of
 
 
 def _tables(md: str) -> list[tuple[list[str], list[list[str]]]]:

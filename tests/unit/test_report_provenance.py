@@ -10,14 +10,14 @@ from datetime import datetime
 
 import pytest
 import torch
-from conftest import ROOT, data_overrides, write_synthetic_mnist
-from faults_helpers import compose_job, quiet
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
 from mnist_mlp import evaluation, report, runner, validation
 from mnist_mlp.report.provenance import fields, weights_text
 from mnist_mlp.tracking.ui import run_url
+from tests.helpers.configs import ROOT, compose_job, quiet
+from tests.helpers.data import data_overrides, write_synthetic_mnist
 
 EPOCHS = 3
 
@@ -44,8 +44,7 @@ def trained(tmp_path_factory):
     store = f"sqlite:///{tmp}/mlruns/mlflow.db"
     cfg = compose_job(*data_overrides(data_dir, md5s), *quiet(), f"trainer.max_epochs={EPOCHS}",
                       f"logger.tracking_uri={store}", f"logger.artifact_location={tmp}/art",
-                      "logger.system_metrics=false", f"hydra.runtime.output_dir={tmp}/out",
-                      out=tmp / "out")
+                      "logger.system_metrics=false", out=tmp / "out")
     validation.check(cfg)
     runner.run(cfg)
     client = MlflowClient(store)
@@ -118,7 +117,7 @@ def test_an_untracked_evaluation_says_so_and_names_the_file(trained):
     evaluation.evaluate(str(last), cfg)
     items, saved = _header(tmp / "eval_file")
     assert saved["run_id"] is None
-    assert items[0] == "Run: not tracked in MLflow (logger=null or evaluate.py ckpt_path=...)"
+    assert items[0] == "Run: not tracked in MLflow ('~logger', or evaluate.py ckpt_path=...)"
     # last.ckpt is not what the acc/val checkpoint callback counted as its best: no score claimed
     assert items[4] == f"Tested weights: last.ckpt, saved after {EPOCHS} epochs (evaluate.py ckpt_path)"
     assert saved["tested"]["monitor"] is None

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from report_helpers import from_confusion
 
 from mnist_mlp import report
 from mnist_mlp.report.files import pair_grid_title
 from mnist_mlp.report.numbers import derive, most_confused
 from mnist_mlp.report.summary import confusion_line
+from tests.helpers.predictions import from_confusion
 
 
 def _tied_confusion() -> np.ndarray:
