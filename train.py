@@ -5,8 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mnist_mlp import cli  # the package registers the ${repo_root:} resolvers of conf/
-from mnist_mlp.speed import skip_final_collection
+from mnist_mlp import cli, speed  # the package registers the ${repo_root:} resolvers of conf/
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -15,7 +14,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    try:
+    with speed.command():  # a quick exit: no teardown of the modules
         main()
-    finally:
-        skip_final_collection()

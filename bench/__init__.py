@@ -14,14 +14,18 @@ validation of
 
 then the test evaluation (``trainer.test`` and the report files); then the profile of where (a)'s
 time goes (one layer of the default configuration added at a time to a bare ``Trainer``, each
-step paired with a bare step); and finally ``python train.py`` as a whole process, for the fixed
-cost phase by phase (as the run logged it to MLflow) and the peak RSS. (b) and (c) run inside (a)'s
-fit, between its epochs (outside its clock), which is what makes the three alternate: a load
-change on a shared machine hits all three alike.
+step paired with a bare step); and finally the fixed cost of a run as whole processes
+(``python -m bench cost`` runs that section alone): ``train.py``, a sweep's second job and
+``evaluate.py``, each timed right after the import floor of the stack (a process that only imports
+torch, lightning and mlflow), their phases and memory as the runs logged them to MLflow, and the
+memory of a 2-job joblib sweep. (b) and (c) run inside (a)'s fit, between its epochs (outside its
+clock), which is what makes the three alternate: a load change on a shared machine hits all three
+alike.
 
 Modules, one job each: ``common`` (config, clocks), ``loops`` (the bare loops), ``epochs`` (the
-alternating epoch timing), ``profile`` (the layer profile), ``process`` (the whole process),
-``cli`` (arguments, printing order, the JSON of the figures).
+alternating epoch timing), ``profile`` (the layer profile), ``process`` (a whole process measured
+from outside, its MLflow runs read back), ``cost`` (the fixed-cost rounds and the sweep's
+memory), ``cli`` (arguments, printing order, the JSON of the figures).
 
 ``python -m bench serve`` (``serve``) times MLflow's scoring server instead, beside in-process
 ``predict`` and the bare forward pass (docs/serving.md).

@@ -51,6 +51,7 @@ def _epoch_clock(timings: Timings, device: torch.device, between: Callable[[], N
 def bench_device(device: torch.device, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """(a), (b) per thread count, (g) on CUDA and (c), alternating, then the test evaluation."""
     from mnist_mlp import config
+    from mnist_mlp.report import background
     from mnist_mlp.runner import build, test_and_report
     from mnist_mlp.speed import apply_torch_settings
 
@@ -62,6 +63,9 @@ def bench_device(device: torch.device, args: argparse.Namespace, tmp: Path) -> d
     threads = [torch.get_num_threads(), *[t for t in args.threads if t != torch.get_num_threads()]]
     torch.manual_seed(cfg.seed)
     datamodule, model, trainer = build(cfg)
+    settings = config.build(cfg.report, "report")
+    if settings.background:
+        background.start()  # as runner.run: the report's worker starts before fit
     datamodule.prepare_data()
     datamodule.setup("fit")
     others: list[tuple[str, BareLoop]] = [
@@ -85,8 +89,7 @@ def bench_device(device: torch.device, args: argparse.Namespace, tmp: Path) -> d
     fit_wall = time.perf_counter() - start
     # what runner.run does after fit: test the configured checkpoint, write the report files
     test_s, _, test_peak = timed(
-        device, lambda: test_and_report(cfg, datamodule, model, trainer,
-                                        config.build(cfg.report, "report")))
+        device, lambda: test_and_report(cfg, datamodule, model, trainer, settings).wait())
     return {"device": str(device), "threads": threads, "timings": timings, "fit_wall_s": fit_wall,
             "steps_per_iteration": model.steps_per_iteration, "step": model.fused_step.kind,
             "test_s": test_s, "test_what": "trainer.test + report files", "test_peak": test_peak,

@@ -41,7 +41,9 @@ def read(path: str | os.PathLike, key: str = "ckpt_path", advice: str = USE_ANOT
     try:
         if not zipfile.is_zipfile(p):  # torch.save (and Lightning) write zip archives
             raise ValueError("not a zip archive")
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        # mmap: a caller that reads the epoch or the hyperparameters alone (the resume check, the
+        # report's provenance) does not copy the weights; Lightning loads the file for training.
+        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
         detail = [ln for ln in str(err).splitlines() if "Unsupported global" in ln] or ["-"]
         raise UserError(

@@ -6,6 +6,9 @@ config here. The work itself is ``runner.train``, ``evaluation.evaluate``,
 ``tracking.comparison.compare_runs`` and MLflow's scoring server (``tracking.serving``), which
 tests and the benchmark call in-process or start as a process. A sweep's summary is printed by its
 Hydra callback (``tracking.sweep.SweepComparison``) once every job has ended.
+
+Torch, Lightning and MLflow are imported inside the commands, not here: ``train.py`` imports this
+module in every process, and the parent of a joblib sweep only launches jobs.
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp import console, ddp, faults, validation
+from mnist_mlp import speed
 from mnist_mlp.errors import UserError, exit_on_user_error
 from mnist_mlp.report.summary import headline_numbers
 
@@ -26,8 +28,12 @@ REPORT_FILE = "report.html"
 
 def train(cfg: DictConfig) -> float | None:
     """``python train.py``: the run's ``optimized_metric`` for Hydra's sweepers."""
-    from mnist_mlp.runner import train as train_and_test
-    from mnist_mlp.slurm import requeue
+    with speed.importing_libraries():
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from mnist_mlp import console, ddp, faults, validation
+        from mnist_mlp.runner import train as train_and_test
+        from mnist_mlp.slurm import requeue
 
     output = _select(cfg, "trainer.default_root_dir") or "the output folder (hydra.run.dir)"
     ckpts = _select(cfg, "callbacks.last_checkpoint.dirpath") or f"{output}/checkpoints"
@@ -52,7 +58,9 @@ def train(cfg: DictConfig) -> float | None:
 
 def evaluate(cfg: DictConfig) -> float:
     """``python evaluate.py ckpt_path=PATH | run_id=ID``: the test accuracy."""
-    from mnist_mlp.evaluation import evaluate, evaluate_run
+    with speed.importing_libraries():
+        from mnist_mlp import console, faults, validation
+        from mnist_mlp.evaluation import evaluate, evaluate_run
 
     console.quiet_libraries()
     with exit_on_user_error(), faults.disk_full_explained(
@@ -83,6 +91,7 @@ def evaluate(cfg: DictConfig) -> float:
 
 def compare(cfg: DictConfig) -> None:
     """``python compare.py [runs=...]``: the comparison files, logged to MLflow."""
+    from mnist_mlp import console, faults, validation
     from mnist_mlp.tracking import comparison
 
     with exit_on_user_error(), faults.disk_full_explained(
@@ -122,6 +131,7 @@ def _mlflow(tracking_uri: str | None, experiment_id: str | None, run_id: str | N
 
 def serve(cfg: DictConfig) -> None:
     """``python serve.py model_uri=URI``: this process becomes MLflow's scoring server for the model."""
+    from mnist_mlp import console, validation
     from mnist_mlp.tracking import serving
 
     console.quiet_libraries()

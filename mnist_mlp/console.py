@@ -1,10 +1,8 @@
-"""What a run prints: the libraries' noise removed, and a progress display that suits where stdout goes.
+"""What a command prints around its work: the libraries' noise removed, and the ``summary`` it
+ends with (what it found, where its files and MLflow run are).
 
-On a terminal the tqdm bar redraws one line in place; written to a file or a CI log, every redraw
-is a new line (about 100 lines per epoch at ``refresh_rate: 50``). ``progress_bar`` picks, at build
-time, the bar for a terminal and ``EpochLines`` (one line per epoch with its metrics) otherwise.
-Both number epochs as ``mnist_mlp.epochs`` does ("Epoch 1/30" is the first). A command ends with
-``summary``: what it found and where its files and MLflow run are.
+No Lightning here (its progress display is ``mnist_mlp.progress``): a sweep's parent process prints
+the sweep's summary and imports no torch for it.
 """
 
 from __future__ import annotations
@@ -12,15 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar, TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
-
-from mnist_mlp import epochs
 
 _TIP = "💡 Tip:"  # Lightning's advertisements for its cloud products (litlogger, litmodels)
 
@@ -36,6 +28,7 @@ def quiet_libraries() -> None:
     * Lightning's hint to prefix the command with ``srun`` wherever Slurm is installed;
     * torch's FutureWarning about ``LeafSpec`` raised inside Lightning's own code (not ours to fix),
       and MLflow's advice to type-hint the served model's ``predict`` (it has a signature);
+    * Lightning's messages twice (``_lightning_messages_once``);
     * MLflow's artifact download bars (``evaluate.py run_id=...``: 25 redraws on one line) and the
       system-metrics monitor's messages.
     """
@@ -43,6 +36,7 @@ def quiet_libraries() -> None:
         logger = logging.getLogger(name)
         if _no_tips not in logger.filters:
             logger.addFilter(_no_tips)
+    _lightning_messages_once()
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     # Lightning's hint to start train.py with srun wherever Slurm is installed: this project's
@@ -55,96 +49,6 @@ def quiet_libraries() -> None:
     # The monitor's start/stop chatter, and its warning when the tracking server goes away (urllib3's
     # retry text; tracking.offline reports the outage itself, and the monitor stops there).
     logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
-
-
-class EpochLines(ProgressBar):
-    """One line per training epoch: its number, the progress-bar metrics and the epoch's seconds.
-
-    Printed when the next epoch starts and when training ends, because the module logs its
-    training metrics in ``on_train_epoch_end``, which Lightning calls after every callback's.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._enabled = True
-        self._epoch_start = time.perf_counter()
-        self._pending: int | None = None
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    def enable(self) -> None:
-        self._enabled = True
-
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._flush(trainer)
-        self._epoch_start = time.perf_counter()
-        self._pending = trainer.current_epoch
-
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self._flush(trainer)
-
-    def _flush(self, trainer: Any) -> None:
-        if self._pending is None or not self._enabled or not trainer.is_global_zero:
-            self._pending = None
-            return
-        metrics = {k: v for k, v in self.get_metrics(trainer, trainer.lightning_module).items()
-                   if k != "v_num"}
-        text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in sorted(metrics.items()))
-        seconds = time.perf_counter() - self._epoch_start
-        print(f"Epoch {epochs.of(trainer, self._pending)}: {text} ({seconds:.1f} s)", flush=True)
-        self._pending = None
-
-
-class EpochBar(TQDMProgressBar):
-    """Lightning's tqdm bar, its epochs numbered from 1 and out of the total ("Epoch 3/30")."""
-
-    def on_train_epoch_start(self, trainer: Any, *_: Any) -> None:
-        # Lightning's own hook but for the name: it draws "Epoch 0" (a line of its own in a log)
-        # before anyone could rename it. Private: ``_leave``, Lightning's option for the bar.
-        if self._leave:
-            self.train_progress_bar = self.init_train_tqdm()
-        self.train_progress_bar.reset()
-        self.train_progress_bar.total = convert_inf(self.total_train_batches)
-        self.train_progress_bar.initial = 0
-        self.train_progress_bar.set_description(f"Epoch {epochs.of(trainer)}")
-
-
-def display_callbacks(callbacks: Sequence[Callback], trainer_cfg: Mapping[str, Any]
-                      ) -> tuple[list[Callback], dict[str, bool]]:
-    """The configured callbacks as the trainer's display switches allow, and the flags to pass.
-
-    ``trainer.enable_progress_bar=false`` drops a configured bar (Lightning refuses the pair) and
-    ``enable_model_summary=false`` a configured summary (it would still print). A configured
-    summary callback is the summary: Lightning's own flag would only add a second one. In a sweep,
-    only the first job shows the summary: every job trains the same kind of network.
-    """
-    summary = trainer_cfg.get("enable_model_summary", True) and not later_sweep_job()
-    kept = [c for c in callbacks
-            if not (isinstance(c, ProgressBar) and not trainer_cfg.get("enable_progress_bar", True))
-            and not (isinstance(c, ModelSummary) and not summary)]
-    own_summary = any(isinstance(c, ModelSummary) for c in callbacks)
-    return kept, ({"enable_model_summary": False} if own_summary or not summary else {})
-
-
-def later_sweep_job() -> bool:
-    """Whether this is a Hydra multirun job other than the first (``hydra.job.num`` > 0)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return False
-    hc = HydraConfig.get()
-    return hc.mode == RunMode.MULTIRUN and int(hc.job.get("num") or 0) > 0
-
-
-def progress_bar(mode: str = "auto", refresh_rate: int = 50) -> ProgressBar:
-    """``bar`` (tqdm), ``lines`` (``EpochLines``) or ``auto``: the bar when stdout is a terminal."""
-    if mode not in ("auto", "bar", "lines"):
-        raise ValueError(f"callbacks.progress_bar.mode={mode!r}: use auto, bar or lines")
-    use_bar = mode == "bar" or (mode == "auto" and sys.stdout.isatty())
-    return EpochBar(refresh_rate=refresh_rate) if use_bar else EpochLines()
 
 
 def summary(items: Sequence[tuple[str, str]], stream: Any = None) -> None:
@@ -161,3 +65,19 @@ def summary(items: Sequence[tuple[str, str]], stream: Any = None) -> None:
         head = f"{label}:".ljust(width) if tty else f"{label}:"
         lines.append(f"\033[1m{head}\033[0m {text}" if tty else f"{head} {text}")
     print(("\n" if tty else "") + "\n".join(lines), file=stream, flush=True)
+
+
+def _lightning_messages_once() -> None:
+    """Lightning's messages ("Seed set to 1", "`Trainer.fit` stopped") printed once, plainly.
+
+    Imported before logging is configured, ``lightning.pytorch`` and ``lightning.fabric`` print
+    through handlers of their own and stop there; imported later (the commands import it inside,
+    after Hydra has set up the root logger), they add none, and each message reaches both the
+    ``lightning`` package's ``INFO:`` handler and Hydra's root handler. This gives them what an
+    early import would have.
+    """
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if logger.propagate and not logger.handlers:
+            logger.addHandler(logging.StreamHandler())
+            logger.propagate = False

@@ -7,6 +7,7 @@ device) and slicing batches from it removes that cost without changing what the 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,21 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         chunk: int | None = None,
+        split: str | None = None,
     ) -> None:
         self.x, self.y, self.batch_size, self.chunk = x, y, batch_size, chunk
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
         self.rank, self.world_size = rank, world_size
+        self.split, self._size = split, len(y)
+
+    def release(self) -> None:
+        """Let go of the tensors (``MnistDataModule.release``); iterating afterwards raises."""
+        self.x = self.y = None
 
     def _indices(self) -> torch.Tensor:
+        if self.x is None:
+            raise RuntimeError(f"The {self.split} tensors of this loader were released (after fit: "
+                               "MnistDataModule.release); ask the data module for a new loader.")
         n = len(self.y)
         if self.shuffle:  # same permutation on every rank, new each epoch, reproducible on resume
             g = torch.Generator().manual_seed(self.seed + self.epoch())
@@ -55,7 +65,7 @@ class TensorBatches:
         return order[self.rank :: self.world_size].to(self.x.device)
 
     def __len__(self) -> int:
-        n = len(self.y)
+        n = self._size
         per_rank = (n // self.world_size if self.shuffle
                     else len(range(self.rank, n, self.world_size)))
         batches = -(-per_rank // self.batch_size)
@@ -113,6 +123,7 @@ class MnistDataModule(L.LightningDataModule):
         self.raw_dir: Path | None = None
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._loaders: weakref.WeakSet[TensorBatches] = weakref.WeakSet()  # for ``release``
 
     def prepare_data(self) -> None:
         """Fetch and verify the files (once per node); a no-op once they are verified here."""
@@ -146,21 +157,34 @@ class MnistDataModule(L.LightningDataModule):
         return x.div_(255.0).sub_(self.mean).div_(self.std)
 
     def setup(self, stage: str | None = None) -> None:
-        """Decode and split once: Lightning calls this again before ``test``; the split stays."""
-        if self.tensors:
-            return
+        """Decode and split what ``stage`` needs, once: the training file for ``fit`` and
+        ``validate`` (train and validation splits), the test file for ``test`` and ``predict``,
+        both for ``None``. Lightning calls this again before ``test``: the split stays."""
         if self.raw_dir is None:  # other ranks / nodes: verify what rank 0 fetched
             self.raw_dir = fetch.ensure_mnist(self.data_dir, ("local",), self.md5)
-        images, y = self._load(train=True)
-        self._check_val_size(len(y))
-        train, val = split_indices(len(y), self.val_size, self.split_seed)
-        test_images, test_y = self._load(train=False)
-        # Split the uint8 images, then normalise each part: one float copy of the set, not two.
-        self.tensors = {
-            "train": (self.normalise(images[train]), y[train]),
-            "val": (self.normalise(images[val]), y[val]),
-            "test": (self.normalise(test_images), test_y),
-        }
+        if _needs(stage, "fit") and not ("train" in self.tensors and "val" in self.tensors):
+            images, y = self._load(train=True)
+            self._check_val_size(len(y))
+            train, val = split_indices(len(y), self.val_size, self.split_seed)
+            # Split the uint8 images, then normalise each part: one float copy of the set, not two.
+            self.tensors["train"] = (self.normalise(images[train]), y[train])
+            self.tensors["val"] = (self.normalise(images[val]), y[val])
+        if _needs(stage, "test") and "test" not in self.tensors:
+            test_images, test_y = self._load(train=False)
+            self.tensors["test"] = (self.normalise(test_images), test_y)
+
+    def release(self, *splits: str) -> None:
+        """Drop the tensors of ``splits`` now (``setup`` decodes them again if asked).
+
+        A run releases ``train`` and ``val`` after fit, before testing and the report. Lightning's
+        fit loop keeps its data loaders after fit, so the loaders this module handed out let go
+        of the tensors too; iterating one afterwards raises.
+        """
+        for split in splits:
+            self.tensors.pop(split, None)
+            self._on_device.pop(split, None)
+            for loader in [lo for lo in self._loaders if lo.split == split]:
+                loader.release()
 
     def test_images(self) -> torch.Tensor:
         """The test split as N x 28 x 28 images in [0, 1] on the CPU (the report's mistake grids)."""
@@ -190,7 +214,7 @@ class MnistDataModule(L.LightningDataModule):
                 chunk: int | None = None) -> TensorBatches:
         trainer = self.trainer
         x, y = self._device_tensors(split)
-        return TensorBatches(
+        loader = TensorBatches(
             x,
             y,
             batch_size,
@@ -200,7 +224,10 @@ class MnistDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
             chunk=chunk,
+            split=split,
         )
+        self._loaders.add(loader)
+        return loader
 
     def train_dataloader(self) -> TensorBatches:
         """Chunks of K batches when the LightningModule runs K steps per iteration (its
@@ -214,6 +241,12 @@ class MnistDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return self._loader("test", self.eval_batch_size, shuffle=False)
+
+
+def _needs(stage: str | None, which: str) -> bool:
+    """Whether ``setup(stage)`` needs the ``fit`` splits (train, val) or the ``test`` split."""
+    stages = ("fit", "validate") if which == "fit" else ("test", "predict")
+    return stage is None or stage in stages  # Lightning's TrainerFn values equal these strings
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
-
 #: The metrics logged once per epoch (by the LightningModule), with the epoch's number as step.
 TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC = "loss/train", "acc/train", "loss/val", "acc/val"
 METRICS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC)
@@ -35,16 +33,27 @@ def of(trainer: Any, current_epoch: int | None = None) -> str:
     return f"{n}/{total}" if total is not None and total > 0 else str(n)
 
 
-class ModelCheckpoint(_LightningModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` whose ``{epoch}`` in ``filename`` counts from 1.
+def __getattr__(name: str) -> Any:
+    """``ModelCheckpoint`` on first use (``conf/callbacks``): it needs Lightning, which what reads
+    the numbering alone (a sweep's parent process, the MLflow views) does not import."""
+    if name != "ModelCheckpoint":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 
-    ``epoch{epoch:03d}`` names the weights saved at the end of the first epoch ``epoch001.ckpt``,
-    as the console's "Epoch 1/30" does. ``format_checkpoint_name`` is Lightning's public hook for
-    the name; every other behaviour (monitoring, top-k, resuming) is Lightning's.
-    """
+    class ModelCheckpoint(_LightningModelCheckpoint):
+        """Lightning's ``ModelCheckpoint`` whose ``{epoch}`` in ``filename`` counts from 1.
 
-    def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None,
-                               ver: int | None = None, prefix: str | None = None) -> str:
-        if "epoch" in metrics:
-            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
-        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+        ``epoch{epoch:03d}`` names the weights saved at the end of the first epoch ``epoch001.ckpt``,
+        as the console's "Epoch 1/30" does. ``format_checkpoint_name`` is Lightning's public hook for
+        the name; every other behaviour (monitoring, top-k, resuming) is Lightning's.
+        """
+
+        def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None,
+                                   ver: int | None = None, prefix: str | None = None) -> str:
+            if "epoch" in metrics:
+                metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+            return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
+    ModelCheckpoint.__qualname__ = "ModelCheckpoint"  # as if at module level: pickles, state keys
+    globals()["ModelCheckpoint"] = ModelCheckpoint
+    return ModelCheckpoint

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_mlp import checkpoint, config, console, report
+from mnist_mlp import checkpoint, config, progress, report
 from mnist_mlp.report import history
 from mnist_mlp.tracking.evaluation import EvaluationRun, evaluation_run
 from mnist_mlp.tracking.run import provenance
@@ -36,7 +36,7 @@ def _test(ckpt_path: str, cfg: DictConfig, run: EvaluationRun | None = None
     datamodule = config.build(cfg.data, "data", _convert_="all")
     datamodule.prepare_data()
     # tqdm's bar on a terminal only, as in train.py (a file or CI log gets no bar lines)
-    callbacks, flags = console.display_callbacks([console.progress_bar()], cfg.trainer)
+    callbacks, flags = progress.display_callbacks([progress.progress_bar()], cfg.trainer)
     trainer = config.build(cfg.trainer, "trainer", logger=False, callbacks=callbacks,
                            enable_checkpointing=False, **flags)
     trainer.test(module, datamodule=datamodule, verbose=False)

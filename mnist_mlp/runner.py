@@ -14,8 +14,8 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
-from mnist_mlp import checkpoint, config, console, report
-from mnist_mlp.report import history
+from mnist_mlp import checkpoint, config, console, ddp, progress, report
+from mnist_mlp.report import background, history
 from mnist_mlp.speed import PhaseClock, apply_torch_settings
 from mnist_mlp.tracking.run import TrackedRun, provenance, tracked_run
 
@@ -28,7 +28,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any, L.Trainer]:
     model = config.build(cfg.model, "model", _convert_="all")
     callbacks = [config.build(c, f"callbacks.{name}") for name, c in cfg.get("callbacks", {}).items()
                  if c is not None]
-    callbacks, flags = console.display_callbacks(callbacks, cfg.trainer)
+    callbacks, flags = progress.display_callbacks(callbacks, cfg.trainer)
     logger = config.build(cfg.logger, "logger") if cfg.get("logger") else False
     trainer = config.build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, **flags)
     if logger and trainer.fast_dev_run:  # Lightning swaps in a dummy logger: track smoke runs too
@@ -60,48 +60,55 @@ def train(cfg: DictConfig) -> Trained:
     apply_torch_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    if settings.background and ddp.is_rank_zero():
+        background.start()  # the report's worker imports matplotlib while this process trains
     clock.mark("build")
     datamodule.prepare_data()  # a bad or missing MNIST stops here, before any run is recorded
     clock.mark("data")
     # The MLflow run: store checked, params and tags logged; closed FINISHED, FAILED or KILLED.
     with tracked_run(cfg, trainer, datamodule) as tracked:
         clock.mark("tracking_start")
-        results = fit_and_test(cfg, datamodule, model, trainer, settings, clock, tracked)
-        tracked.log_outputs(settings.dir)
+        results, written = fit_and_test(cfg, datamodule, model, trainer, settings, clock, tracked)
+        tracked.log_outputs(settings.dir, written.wait)  # checkpoint and model while it is drawn
+        written.wait()
         clock.mark("tracking_outputs")
         log.info("Time: %s", clock.summary())
-        tracked.log_timings(clock.seconds)
+        tracked.log_timings(clock.metrics())
     return Trained(results, Path(settings.dir), cfg.logger.tracking_uri if tracked.run_id else None,
                    tracked.experiment_id, tracked.run_id)
 
 
 def fit_and_test(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer,
-                 settings: report.Settings, clock: PhaseClock,
-                 tracked: TrackedRun | None = None) -> dict[str, float]:
-    """Fit, then test the configured checkpoint; returns fit and test metrics as floats."""
+                 settings: report.Settings, clock: PhaseClock, tracked: TrackedRun | None = None
+                 ) -> tuple[dict[str, float], background.PendingReport]:
+    """Fit, then test the configured checkpoint; returns fit and test metrics as floats, and the
+    report being written (``wait`` for its files)."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     clock.mark("fit")
+    datamodule.release("train", "val")  # testing and the report need the test split alone
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    test_and_report(cfg, datamodule, model, trainer, settings, tracked)
+    written = test_and_report(cfg, datamodule, model, trainer, settings, tracked)
     clock.mark("test_and_report")
     results = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     results.pop("step", None)  # the MLflow step the module logs with its metrics (module)
-    return results
+    return results, written
 
 
 def test_and_report(cfg: DictConfig, datamodule: Any, model: Any, trainer: L.Trainer,
-                    settings: report.Settings, tracked: TrackedRun | None = None) -> None:
-    """Test the configured weights (``test_ckpt``) and write the report files into ``report.dir``,
-    headed by ``tracked``'s run (none: not tracked)."""
+                    settings: report.Settings, tracked: TrackedRun | None = None
+                    ) -> background.PendingReport:
+    """Test the configured weights (``test_ckpt``) and start writing the report files into
+    ``report.dir``, headed by ``tracked``'s run (none: not tracked); ``wait`` for them."""
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     # "last" = the weights in memory; "best" by path, as the last-epoch checkpoint is a second one
     test_ckpt = best if cfg.get("test_ckpt", "best") == "best" and best else None
     tested = tested_weights(cfg, trainer, test_ckpt)
     trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True, verbose=False)
-    if trainer.is_global_zero:  # every rank holds the same synced results; one writes
-        where = tracked.provenance(tested) if tracked else provenance(datamodule, tested)
-        report.write_report(settings, model.test_results, str(model.net),
-                            report.train_hyperparameters(cfg), images=datamodule.test_images(),
+    if not trainer.is_global_zero:  # every rank holds the same synced results; one writes
+        return background.PendingReport(dict)
+    where = tracked.provenance(tested) if tracked else provenance(datamodule, tested)
+    return background.write(settings, model.test_results, str(model.net),
+                            report.train_hyperparameters(cfg), images=datamodule.test_images().numpy(),
                             history=history.from_trainer(trainer), provenance=where)
 
 

@@ -1,28 +1,37 @@
-"""Process-wide torch settings from the config, and the wall-clock phases of a run.
+"""Process-wide settings from the config, the wall-clock and memory phases of a run, the garbage
+collector while the libraries import, and a command's quick exit.
 
 On a small CPU the thread count is the largest speed knob there is: with two OpenMP threads on two
 busy cores every small op of this MLP waits at a barrier for a descheduled thread, while one thread
 loses little on an idle machine. ``python -m bench`` measures both.
 
 The phases (startup, setup, tracking, fit, test and report, tracking outputs) go to MLflow as
-``time/<phase>_s`` metrics: where a run's fixed cost goes is then visible for every run, and the
-benchmark reads its fixed-cost breakdown from there.
+``time/<phase>_s`` metrics, with the resident memory at the end of each phase and the process's
+peak so far (``memory/<phase>_mb``, ``memory/<phase>_peak_mb``): where a run's fixed cost and its
+memory go is then visible for every run, and the benchmark reads its breakdown from there.
+
+Nothing here imports torch at module level: ``train.py`` imports this module before it knows
+whether the process trains (a sweep's parent process only launches jobs).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import os
+import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, NoReturn
 
 
 def apply_torch_settings(cfg: Mapping[str, Any]) -> None:
     """``threads`` (intra-op CPU threads; null keeps torch's default, one per core)."""
+    import torch
+
     threads = cfg.get("threads")
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -39,6 +48,19 @@ def process_age() -> float | None:
         return None
 
 
+def resident_mb() -> tuple[float, float] | None:
+    """This process's resident memory now and its peak so far (``VmRSS``, ``VmHWM``), in MB."""
+    try:
+        values = {}
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+        return values["VmRSS"], values["VmHWM"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
 class PhaseClock:
     """Wall seconds per named phase, each ending at its ``mark``; ``startup`` before the clock.
 
@@ -46,36 +68,105 @@ class PhaseClock:
     Hydra). A Hydra multirun runs its jobs one after another in the same process (or in reused
     joblib workers): a later job's ``startup`` is the time since the previous clock's last mark,
     i.e. that job's own start (Hydra's compose, output folder), not the jobs before it.
+
+    Each mark also records the resident memory then and the process's peak so far: the peak of a
+    phase is its ``peak`` where that is above the previous phase's (a later job of a sweep shares
+    the peak of the jobs before it in the process).
     """
 
     _previous_end: float | None = None  # perf_counter of the last mark of any clock in this process
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.memory: dict[str, tuple[float, float]] = {}  # phase -> (resident MB, peak MB so far)
         now = time.perf_counter()
         previous = PhaseClock._previous_end
         startup = process_age() if previous is None else now - previous
         if startup is not None:
             self.seconds["startup"] = startup
+            self._remember_memory("startup")
         self._last = now
 
     def mark(self, phase: str) -> None:
         now = time.perf_counter()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
         self._last = PhaseClock._previous_end = now
+        self._remember_memory(phase)
+
+    def _remember_memory(self, phase: str) -> None:
+        memory = resident_mb()
+        if memory is not None:
+            self.memory[phase] = memory
+
+    def metrics(self) -> dict[str, float]:
+        """``time/<phase>_s``, ``memory/<phase>_mb`` and ``memory/<phase>_peak_mb``."""
+        out = {f"time/{phase}_s": s for phase, s in self.seconds.items()}
+        for phase, (rss, peak) in self.memory.items():
+            out[f"memory/{phase}_mb"] = rss
+            out[f"memory/{phase}_peak_mb"] = peak
+        return out
 
     def summary(self) -> str:
         return ", ".join(f"{phase} {s:.1f} s" for phase, s in self.seconds.items())
 
 
-def skip_final_collection() -> None:
-    """Shorten a run's exit (seconds on a small CPU; docs, Performance).
+@contextlib.contextmanager
+def importing_libraries() -> Iterator[None]:
+    """Around a process's first import of torch and Lightning (``train.py``, a joblib worker's first
+    job, a DDP rank): the cyclic garbage collector is off meanwhile, and what was imported is then
+    frozen (``gc.freeze``), out of its sight for good.
 
-    At exit CPython tears down every module of torch, Lightning, MLflow and SQLAlchemy with the
-    garbage collector walking their objects again and again, only for the OS to free the memory
-    a moment later. One collection now frees what the run left (without it, teardown raised peak
-    RSS); ``gc.freeze()`` then takes the survivors out of the collector's sight.
-    atexit handlers, file flushes and reference-counted clean-up still run.
+    Importing them makes millions of long-lived objects and next to no garbage, and each full pass
+    of the collector walks all of them again: about a third of the import time on a small CPU
+    (docs, Performance). Nothing is done where Lightning is imported already (a sweep's later job,
+    a test session, whose own objects must stay collectable).
     """
-    gc.collect()
-    gc.freeze()
+    if "lightning" in sys.modules:
+        yield
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def command() -> Iterator[None]:
+    """Around a command's Hydra ``main`` (``train.py``, ``evaluate.py``, ``compare.py``): at the end
+    the process exits without tearing its modules down (``exit_now``). An exception other than
+    ``SystemExit`` is left to the interpreter, which prints it as usual."""
+    try:
+        yield
+    except SystemExit as done:
+        exit_now(done.code)
+    exit_now(0)
+
+
+def exit_now(code: Any = 0) -> NoReturn:
+    """End the process as the interpreter would (threads joined, ``atexit`` handlers, output
+    flushed, the same exit status for ``code`` as ``sys.exit``), then ``os._exit``: tearing down
+    the modules of torch, Lightning, MLflow and SQLAlchemy, which the OS frees at once anyway,
+    took seconds on a small CPU and raised the peak RSS.
+
+    ``threading._shutdown`` and ``atexit._run_exitfuncs`` are private: they are the only way to run
+    what the interpreter runs at exit (executors' shutdown hooks, then the handlers) before
+    ``os._exit``. What the teardown alone would still do, closing buffered files left open
+    without ``close``, is lost: the project closes its own.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

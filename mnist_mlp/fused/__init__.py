@@ -9,9 +9,9 @@ one batch: forward, cross-entropy, ``zero_grad`` (to None), backward, optional c
 step, step-interval schedulers; so the batch order, the number of steps and the random draws
 (dropout) are those of K=1, and the weights come out bitwise equal on the CPU.
 
-Training loss and accuracy stay on the device. The eager step keeps each batch's loss and predicted
-classes (one ``argmax`` per step, no other op) and adds them up once per epoch; the graph step adds
-each step's loss and correct count inside the graph. Both sum the loss in float64, step after step
+Training loss and accuracy stay on the device. The eager step keeps each batch's loss, to add up
+once per epoch, and adds each batch's correct count to a device total; the graph step adds each
+step's loss and correct count inside the graph. Both sum the loss in float64, step after step
 (each batch's mean loss times its size), so both paths give the same bits. ``TrainTotals`` reads
 the sums once per epoch and syncs them across DDP ranks: no torchmetrics call per batch.
 

@@ -113,15 +113,13 @@ class EagerStep:
         self.epoch_steps = 0
         self.losses: list[torch.Tensor] = []
         self.sizes: list[int] = []
-        self.preds: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
 
     def iteration_loss(self, steps: int) -> torch.Tensor:
         """The summed loss of the last ``steps`` steps: non-finite when one of them was."""
         return torch.stack(self.losses[-steps:]).sum()
 
     def totals(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The epoch's loss sum, correct count and sample count, added up once.
+        """The epoch's loss sum (added up once, here), correct count and sample count.
 
         The loss in float64 and in step order (``cumsum``, sequential on the CPU): the order in
         which ``GraphStep`` adds each step's loss, so both paths give the same bits.
@@ -129,8 +127,6 @@ class EagerStep:
         if self.losses:
             sizes = torch.tensor(self.sizes, dtype=torch.float64, device=self.loss_sum.device)
             self.loss_sum.copy_((torch.stack(self.losses).double() * sizes).cumsum(0)[-1])
-        if self.preds:
-            self.correct.copy_((torch.cat(self.preds) == torch.cat(self.targets)).sum())
         return self.loss_sum, self.correct, self.count
 
     def begin_iteration(self) -> None:
@@ -169,7 +165,12 @@ class EagerStep:
     def _accumulate(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
         self.losses.append(loss)
         self.sizes.append(len(y))
-        if self.count_correct:
-            self.preds.append(logits.argmax(dim=1))
-            self.targets.append(y)
+        self._add_correct(logits, y)
         self.count += len(y)
+
+    def _add_correct(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """The step's correct count onto the epoch's, on the device. Counted now: keeping each
+        step's predictions and labels for the epoch's end left small long-lived blocks between
+        the freed chunks of the CPU heap, which then grew by about a chunk per iteration."""
+        if self.count_correct:
+            self.correct.add_((logits.argmax(dim=1) == y).sum())

@@ -133,8 +133,7 @@ class GraphStep(EagerStep):
         """One step's loss (float64, times its batch size) and correct count onto the epoch's
         sums, in place: inside the graph and in the eager steps around it alike."""
         self.loss_sum.add_(loss.double() * len(y))
-        if self.count_correct:
-            self.correct.add_((logits.argmax(dim=1) == y).sum())
+        self._add_correct(logits, y)
 
     def iteration_loss(self, steps: int) -> torch.Tensor:
         return self.loss_sum  # the epoch's running sum: non-finite from the first bad step on

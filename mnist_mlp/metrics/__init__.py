@@ -31,7 +31,8 @@ support; ``micro`` equals the accuracy. Test loss is the mean per-sample cross-e
 reference's "average loss" divided a sum of batch means by the set size, a smaller number).
 """
 
-from mnist_mlp.metrics.collect import TestMetrics
+from typing import Any
+
 from mnist_mlp.metrics.results import Ranking, TestResults, per_class_key
 from mnist_mlp.metrics.scores import AVERAGES, PER_CLASS, SCORES, scores_from_confusion
 from mnist_mlp.metrics.stats import (
@@ -47,3 +48,13 @@ from mnist_mlp.metrics.stats import (
 __all__ = ["AVERAGES", "CONFIDENCE", "ECE_BINS", "PER_CLASS", "SCORES", "Ranking", "Reliability",
            "TestMetrics", "TestResults", "bootstrap_macro_f1", "per_class_key", "reliability",
            "scores_from_confusion", "top_k_accuracy", "wilson_interval"]
+
+
+def __getattr__(name: str) -> Any:
+    """``TestMetrics`` on first use: it needs torch and torchmetrics, which the report (drawn in a
+    worker process that imports no torch: ``mnist_mlp.report.background``) does not."""
+    if name == "TestMetrics":
+        from mnist_mlp.metrics.collect import TestMetrics
+
+        return TestMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,17 +41,24 @@ class PredictionStore(Metric):
         for name in ("index", "label", "pred", "probs"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, index: torch.Tensor, label: torch.Tensor, logits: torch.Tensor) -> None:
+    def update(self, index: torch.Tensor, label: torch.Tensor, logits: torch.Tensor,
+               probs: torch.Tensor | None = None) -> None:
+        """``probs``: the batch's class probabilities, if the caller computed them already."""
         self.index.append(index.long())
         self.label.append(label.long())
         self.pred.append(logits.argmax(dim=-1))
-        self.probs.append(logits.detach().float().softmax(dim=-1))
+        self.probs.append(probabilities(logits) if probs is None else probs)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Rows sorted by test index (DDP ranks hold interleaved shards)."""
         cols = {k: _cat(getattr(self, k)) for k in ("index", "label", "pred", "probs")}
         order = cols["index"].argsort()
         return {k: v[order] for k, v in cols.items()}
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities as the report holds them: softmax in float32."""
+    return logits.detach().float().softmax(dim=-1)
 
 
 def _cat(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -131,9 +138,10 @@ class TestMetrics(nn.Module):
         self.bad_labels.update((~valid).sum().float())
         self.loss.update(F.cross_entropy(logits.float(), safe, reduction="none"))
         self.confusion.update(logits, safe)
-        self.predictions.update(index, label, logits)
         # The probabilities predictions.csv holds (softmax in float32), so both give one ranking.
-        self.ranking.update(logits.detach().float().softmax(dim=-1), safe)
+        probs = probabilities(logits)
+        self.predictions.update(index, label, logits, probs)
+        self.ranking.update(probs, safe)
 
     def reset(self) -> None:
         for metric in (self.loss, self.confusion, self.predictions, self.bad_labels, self.ranking):

@@ -24,6 +24,8 @@ class Settings:
             files are unrounded).
         bootstrap_resamples, bootstrap_seed: the percentile bootstrap of the macro F1-score.
         mistakes: images in each mistake grid.
+        background: a training run writes the files in a worker process while it logs its
+            checkpoint and model to MLflow (``report.background``); the same bytes either way.
     """
 
     dir: str | None = None
@@ -31,6 +33,7 @@ class Settings:
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
     mistakes: int = 25
+    background: bool = True
 
     def __post_init__(self) -> None:
         defaults = {f.name: f.default for f in fields(self)}
@@ -39,3 +42,6 @@ class Settings:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"report.{key}={value!r} is not allowed: it must be a whole number "
                                 f">= {low} (default {defaults[key]}). Fix the value and run again.")
+        if not isinstance(self.background, bool):
+            raise UserError(f"report.background={self.background!r} is not allowed: it must be true "
+                            "or false (default true). Fix the value and run again.")

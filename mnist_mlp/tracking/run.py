@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,12 +157,13 @@ class TrackedRun:
         tags.setdefault(RUN_NAME_TAG, job_run_name(list(hc.overrides.task), [k for k in keys if k]))
         return tags
 
-    def log_outputs(self, report_dir: str | os.PathLike | None) -> None:
-        """Report files, best checkpoint and the network as an MLflow model, after testing."""
+    def log_outputs(self, report_dir: str | os.PathLike | None,
+                    report_written: Callable[[], Any] | None = None) -> None:
+        """Best checkpoint, description and the network as an MLflow model, then the report files
+        (``report_written`` returns once they are written: they may be drawn in a worker process
+        meanwhile, ``mnist_mlp.report.background``)."""
         if self.logger is None:
             return
-        if report_dir and Path(report_dir).is_dir():
-            self.client.log_artifacts(self.run_id, str(report_dir), REPORT_DIR)
         callback = self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback else ""
         if best and Path(best).is_file():
@@ -174,12 +175,17 @@ class TrackedRun:
             metrics, module.test_results, report.train_hyperparameters(self.cfg)))
         offline.log_model(self.client, self.run_id, model_payload(module, self.datamodule),
                           getattr(self.logger, "registered_model_name", None))
+        if report_written is not None:
+            report_written()
+        if report_dir and Path(report_dir).is_dir():
+            self.client.log_artifacts(self.run_id, str(report_dir), REPORT_DIR)
 
-    def log_timings(self, seconds: Mapping[str, float]) -> None:
-        """Wall seconds per phase of the run (``mnist_mlp.speed.PhaseClock``) as ``time/<phase>_s``."""
+    def log_timings(self, metrics: Mapping[str, float]) -> None:
+        """The run's phases (``mnist_mlp.speed.PhaseClock.metrics``): ``time/<phase>_s``, and the
+        resident and peak memory at each phase's end, ``memory/<phase>_mb``, ``_peak_mb``."""
         if self.logger is None:
             return
-        log_batch(self.client, self.run_id, metrics={f"time/{p}_s": s for p, s in seconds.items()})
+        log_batch(self.client, self.run_id, metrics=dict(metrics))
 
 
 def provenance(datamodule: Any, tested: report.TestedWeights, run_id: str | None = None,

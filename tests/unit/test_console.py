@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from mnist_mlp import console
+from mnist_mlp import console, progress
 from mnist_mlp.paths import default_tracking_uri
 from mnist_mlp.report.summary import headline_numbers
 from mnist_mlp.tracking import ui
@@ -23,14 +23,14 @@ class _Stdout(io.StringIO):
 
 
 @pytest.mark.parametrize(("mode", "tty", "expected"), [
-    ("auto", True, console.EpochBar), ("auto", False, console.EpochLines),
-    ("bar", False, console.EpochBar), ("lines", True, console.EpochLines),
+    ("auto", True, progress.EpochBar), ("auto", False, progress.EpochLines),
+    ("bar", False, progress.EpochBar), ("lines", True, progress.EpochLines),
 ])
 def test_the_progress_display_follows_where_stdout_goes(monkeypatch, mode, tty, expected):
     monkeypatch.setattr("sys.stdout", _Stdout(tty))
-    bar = console.progress_bar(mode=mode, refresh_rate=7)
+    bar = progress.progress_bar(mode=mode, refresh_rate=7)
     assert type(bar) is expected
-    if expected is console.EpochBar:  # Lightning's tqdm bar, epochs numbered from 1
+    if expected is progress.EpochBar:  # Lightning's tqdm bar, epochs numbered from 1
         assert bar.refresh_rate == 7
 
 
