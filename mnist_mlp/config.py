@@ -32,18 +32,34 @@ def build(node: Any, key: str, **kwargs: Any) -> Any:
         cause = err.__cause__
         while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
             cause = cause.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        target = node.get("_target_", "its target") if hasattr(node, "get") else "its target"
-        unknown = _UNEXPECTED.search(str(cause)) if isinstance(cause, TypeError) else None
-        if unknown:
-            raise unknown_key(key, unknown.group(1), target, node.get(unknown.group(1))) from None
-        detail = (f"{type(cause).__name__}: {str(cause).splitlines()[0]}" if cause is not None
-                  else str(err).splitlines()[0])
-        raise UserError(
-            f"The settings under {key} cannot build {target} ({detail}). Check the keys and values "
-            f"under {key} (in conf/ or on the command line) and run again."
-        ) from None
+        raise _explained(cause, node, key, str(err).splitlines()[0]) from None
+
+
+def call(partial: Any, node: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+    """``partial(*args, **kwargs)`` for a ``_partial_: true`` node that ``build`` made: its keys
+    reach the target only now (``model.optimizer`` gets the parameters inside ``fit``), so a key
+    it does not take fails here, and is explained as ``build`` explains it."""
+    try:
+        return partial(*args, **kwargs)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever the target raises for a setting
+        raise _explained(err, node, key) from None
+
+
+def _explained(cause: BaseException | None, node: Any, key: str, fallback: str = "") -> UserError:
+    if isinstance(cause, UserError):
+        return cause
+    target = node.get("_target_", "its target") if hasattr(node, "get") else "its target"
+    unknown = _UNEXPECTED.search(str(cause)) if isinstance(cause, TypeError) else None
+    if unknown:
+        return unknown_key(key, unknown.group(1), target, node.get(unknown.group(1)))
+    detail = (f"{type(cause).__name__}: {str(cause).splitlines()[0]}" if cause is not None
+              else fallback)
+    return UserError(
+        f"The settings under {key} cannot build {target} ({detail}). Check the keys and values "
+        f"under {key} (in conf/ or on the command line) and run again."
+    )
 
 
 def unknown_key(key: str, name: str, target: str, value: Any = None) -> UserError:

@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_mlp import epochs, fused
+from mnist_mlp import config, epochs, fused
 from mnist_mlp.metrics import TestMetrics, TestResults
 
 
@@ -115,17 +115,17 @@ class MnistLitModule(L.LightningModule):
         Here validation has run, so ``ReduceLROnPlateau`` sees this epoch's monitored metric; and
         the checkpoints of this epoch end, written after this hook, hold the stepped schedulers.
         """
-        for config in self.trainer.lr_scheduler_configs:
-            if config.interval != "epoch" or (self.current_epoch + 1) % config.frequency:
+        for lr_config in self.trainer.lr_scheduler_configs:
+            if lr_config.interval != "epoch" or (self.current_epoch + 1) % lr_config.frequency:
                 continue
             metric = None
-            if isinstance(config.scheduler, ReduceLROnPlateau):
+            if isinstance(lr_config.scheduler, ReduceLROnPlateau):
                 metric = self.trainer.callback_metrics.get(self.scheduler_monitor)
                 if metric is None:
                     raise RuntimeError(
                         f"The LR scheduler monitors {self.scheduler_monitor}, which was not logged "
                         f"this epoch (logged: {sorted(self.trainer.callback_metrics)}).")
-            self.lr_scheduler_step(config.scheduler, metric)
+            self.lr_scheduler_step(lr_config.scheduler, metric)
 
     def on_validation_model_zero_grad(self) -> None:
         # A captured CUDA graph writes the gradients into fixed memory: never release them.
@@ -170,12 +170,26 @@ class MnistLitModule(L.LightningModule):
         acc.reset()
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(self.parameters(), lr=self.hparams.lr)
-        if not self.hparams.scheduler:
+        optimizer, scheduler, interval, self.scheduler_monitor = build_optimizer(
+            self.hparams.optimizer, self.hparams.scheduler, self.parameters(), self.hparams.lr)
+        if scheduler is None:
             return optimizer
-        scheduler_cfg = dict(self.hparams.scheduler)
-        interval = scheduler_cfg.pop("interval", "epoch")
-        # Manual optimization: Lightning keeps only the interval; the module steps the schedulers.
-        self.scheduler_monitor = scheduler_cfg.pop("monitor", epochs.VAL_LOSS)
-        scheduler = instantiate(scheduler_cfg)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+def build_optimizer(optimizer: Any, scheduler: Any, params: Any, lr: float
+                    ) -> tuple[Any, Any, str, str]:
+    """The optimizer over ``params`` and the scheduler over it (or None), with the scheduler's
+    interval and the metric ``ReduceLROnPlateau`` reads; also what ``validation`` builds over a
+    stand-in parameter before any run starts, so a wrong key is an error before training."""
+    opt = config.call(config.build(optimizer, "model.optimizer"), optimizer, "model.optimizer",
+                      params, lr=lr)
+    if not scheduler:
+        return opt, None, "epoch", epochs.VAL_LOSS
+    scheduler_cfg = dict(scheduler)
+    interval = scheduler_cfg.pop("interval", "epoch")
+    # Manual optimization: Lightning keeps only the interval; the module steps the schedulers.
+    monitor = scheduler_cfg.pop("monitor", epochs.VAL_LOSS)
+    sched = config.call(config.build(scheduler_cfg, "model.scheduler"), scheduler_cfg,
+                        "model.scheduler", opt)
+    return opt, sched, interval, monitor

@@ -135,6 +135,21 @@ def check_targets(cfg: DictConfig) -> None:
                           ", and this one cannot be imported") from None
 
 
+def check_optimizer(cfg: DictConfig) -> None:
+    """``model.optimizer`` and ``model.scheduler`` build over a stand-in parameter: their keys reach
+    torch only when ``fit`` configures the optimizer, after the MLflow run has started."""
+    model = cfg.get("model")
+    if model is None or model.get("optimizer") is None:
+        return
+    import torch
+
+    from mnist_mlp.module import build_optimizer
+
+    plain = OmegaConf.to_container(model, resolve=True)
+    build_optimizer(plain["optimizer"], plain.get("scheduler"),
+                    [torch.nn.Parameter(torch.zeros(1))], plain.get("lr", 0.1))
+
+
 def resolve(cfg: DictConfig) -> None:
     """``OmegaConf.resolve`` with a broken interpolation reported as a user error."""
     try:
@@ -187,4 +202,5 @@ def check(cfg: DictConfig) -> None:
     check_values(cfg)
     check_manual_optimization(cfg)
     check_targets(cfg)
+    check_optimizer(cfg)
     check_ckpt_path(cfg)

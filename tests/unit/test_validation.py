@@ -27,7 +27,26 @@ BAD = [
     ("model.optimizer._target_=torch.optim.Nope", "model.optimizer._target_='torch.optim.Nope'",
      "cannot be imported"),
     ("model/optimizer=adam", None, None),  # a valid choice passes
+    # keys that reach torch only when fit configures the optimizer: refused before any run
+    ("+model.optimizer.momentun=0.5", "model.optimizer.momentun is not a setting of torch.optim.SGD",
+     "Did you mean model.optimizer.momentum?"),
+    ("model/scheduler=plateau", None, None),
 ]
+
+OPTIMIZER_ERRORS = [
+    (["model/scheduler=cosine", "+model.scheduler.bar=2"],
+     "model.scheduler.bar is not a setting of torch.optim.lr_scheduler.CosineAnnealingLR"),
+    (["model/scheduler=plateau", "model.scheduler.factor=2"],
+     "The settings under model.scheduler cannot build torch.optim.lr_scheduler.ReduceLROnPlateau "
+     "(ValueError: Factor should be < 1.0.)"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), OPTIMIZER_ERRORS)
+def test_a_scheduler_setting_torch_refuses_is_named_before_training(overrides, message):
+    with pytest.raises(UserError) as err:
+        validation.check(compose_job(*overrides))
+    assert message in str(err.value) and "run again" in str(err.value)
 
 
 @pytest.mark.parametrize(("override", "shown", "allowed"), BAD)
