@@ -50,9 +50,19 @@ def job_run_name(job_overrides: Sequence[str], keys: Sequence[str]) -> str:
 
 
 def single_run_name(overrides: Sequence[str], output_dir_name: str) -> str:
-    """``lr=0.05,max_epochs=2 19-08-43``: what was changed from the defaults, and when it started."""
-    changed = job_run_name(overrides, []) if overrides else "defaults"
+    """``lr=0.05,max_epochs=2 19-08-43``: what was changed from the defaults, and when it started.
+
+    Where things are (the store, the data folder: ``logger.*``, ``data.data_dir``) is left out:
+    it says nothing about the experiment, is in the run's params, and a path would make the name
+    longer than the runs table shows."""
+    kept = [o for o in overrides if not _says_where(o)]
+    changed = job_run_name(kept, []) if kept else "defaults"
     return f"{changed} {output_dir_name[:8]}"
+
+
+def _says_where(override: str) -> bool:
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key.startswith("logger.") or key == "data.data_dir"
 
 
 #: Hydra's instructions to ``instantiate``: how to build, not what was built.

@@ -22,6 +22,10 @@ def test_sweep_jobs_are_named_by_their_swept_values():
     assert keys == ["model.lr", "seed"]
     assert record.single_run_name([], "19-08-43-352778") == "defaults 19-08-43"
     assert record.single_run_name(["model.lr=0.05"], "19-08-43-352778") == "lr=0.05 19-08-43"
+    where = ["logger.tracking_uri=sqlite:////tmp/a/mlflow.db", "data.data_dir=/tmp/data",
+             "+logger.artifact_location=/tmp/a/artifacts"]
+    assert record.single_run_name([*where, "seed=3"], "19-08-43-352778") == "seed=3 19-08-43"
+    assert record.single_run_name(where, "19-08-43-352778") == "defaults 19-08-43"
     name = record.job_run_name(["model.lr=0.01", "seed=1", "trainer.max_epochs=2"], keys)
     assert name == "lr=0.01,seed=1"
     assert record.job_run_name(["model/optimizer=adam"], ["model/optimizer"]) == "optimizer=adam"
