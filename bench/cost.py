@@ -13,8 +13,9 @@ that only runs ``import torch, lightning, mlflow``) before each of:
 
 Every ratio is to the floor timed just before, the median over the rounds: a load that changes
 between rounds moves both. The phases and the memory at each phase's end come from the runs' own
-``time/<phase>_s`` and ``memory/<phase>_mb`` metrics. ``--baseline DIR`` times another checkout's
-``train.py``, sweep and ``evaluate.py`` in the same rounds (before/after figures in one run).
+``time/<phase>_s`` and ``system/phase_memory/<phase>_mb`` metrics. ``--baseline DIR`` times
+another checkout's ``train.py``, sweep and ``evaluate.py`` in the same rounds (before/after
+figures in one run).
 
 Then once, the memory of a 2-job joblib sweep (``n_jobs=2``): every process of the sweep is
 sampled while it runs, for each one's peak RSS and the peak of their summed proportional set

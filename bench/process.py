@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from mnist_mlp.speed import PHASE_MEMORY as MEMORY
+
 
 @dataclass
 class Measured:
@@ -53,10 +55,12 @@ def phases(run: Any) -> dict[str, float]:
 
 
 def memory(run: Any) -> dict[str, tuple[float, float]]:
-    """``memory/<phase>_mb`` and ``_peak_mb`` by phase: (resident at its end, peak so far)."""
+    """``system/phase_memory/<phase>_mb`` and ``_peak_mb`` by phase: (resident at its end, peak
+    so far)."""
     metrics = run.data.metrics
-    return {p: (metrics[f"memory/{p}_mb"], metrics[f"memory/{p}_peak_mb"]) for p in phases(run)
-            if f"memory/{p}_mb" in metrics and f"memory/{p}_peak_mb" in metrics}
+    keys = {p: (f"{MEMORY}/{p}_mb", f"{MEMORY}/{p}_peak_mb") for p in phases(run)}
+    return {p: (metrics[rss], metrics[peak]) for p, (rss, peak) in keys.items()
+            if rss in metrics and peak in metrics}
 
 
 def epoch_seconds(uri: str, run: Any) -> float:

@@ -7,8 +7,10 @@ loses little on an idle machine. ``python -m bench`` measures both.
 
 The phases (startup, setup, tracking, fit, test and report, tracking outputs) go to MLflow as
 ``time/<phase>_s`` metrics, with the resident memory at the end of each phase and the process's
-peak so far (``memory/<phase>_mb``, ``memory/<phase>_peak_mb``): where a run's fixed cost and its
-memory go is then visible for every run, and the benchmark reads its breakdown from there.
+peak so far (``system/phase_memory/<phase>_mb`` and ``_peak_mb``: the run page's System metrics
+tab, so that the Model metrics tab opens on the learning curves and the test set): where a run's
+fixed cost and its memory go is then visible for every run, and the benchmark reads its
+breakdown from there.
 
 Nothing here imports torch at module level: ``train.py`` imports this module before it knows
 whether the process trains (a sweep's parent process only launches jobs).
@@ -27,6 +29,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+#: Where the phases' memory goes in MLflow: under ``system/``, the run page's System metrics tab.
+PHASE_MEMORY = "system/phase_memory"
 
 def apply_torch_settings(cfg: Mapping[str, Any]) -> None:
     """``threads`` (intra-op CPU threads; null keeps torch's default, one per core)."""
@@ -99,11 +103,11 @@ class PhaseClock:
             self.memory[phase] = memory
 
     def metrics(self) -> dict[str, float]:
-        """``time/<phase>_s``, ``memory/<phase>_mb`` and ``memory/<phase>_peak_mb``."""
+        """``time/<phase>_s``, ``system/phase_memory/<phase>_mb`` and ``..._peak_mb``."""
         out = {f"time/{phase}_s": s for phase, s in self.seconds.items()}
         for phase, (rss, peak) in self.memory.items():
-            out[f"memory/{phase}_mb"] = rss
-            out[f"memory/{phase}_peak_mb"] = peak
+            out[f"{PHASE_MEMORY}/{phase}_mb"] = rss
+            out[f"{PHASE_MEMORY}/{phase}_peak_mb"] = peak
         return out
 
     def summary(self) -> str:

@@ -182,7 +182,8 @@ class TrackedRun:
 
     def log_timings(self, metrics: Mapping[str, float]) -> None:
         """The run's phases (``mnist_mlp.speed.PhaseClock.metrics``): ``time/<phase>_s``, and the
-        resident and peak memory at each phase's end, ``memory/<phase>_mb``, ``_peak_mb``."""
+        resident and peak memory at each phase's end, ``system/phase_memory/<phase>_mb`` and
+        ``_peak_mb``."""
         if self.logger is None:
             return
         log_batch(self.client, self.run_id, metrics=dict(metrics))
