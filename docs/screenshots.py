@@ -78,7 +78,7 @@ def _shoot(url: str, png: Path, window: str = "1600,900") -> None:
         subprocess.run(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=60000",
+             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=200000",
              f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
              f"--window-size={window}", "--hide-scrollbars", f"--screenshot={png}", url],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300,
