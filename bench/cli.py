@@ -15,6 +15,7 @@ import torch
 import bench
 from bench import cost, epochs, process, profile
 from bench.common import write_figures
+from mnist_mlp import console
 from mnist_mlp.paths import repo_root
 
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve.main(argv[1:])
     only_cost = argv[:1] == ["cost"]  # python -m bench cost: that section alone
     args = parse_args(argv[1:] if only_cost else argv)
+    console.quiet_libraries()  # as train.py: no Lightning tips or srun hints among the figures
     load = os.getloadavg()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load[0]:.2f} "
           f"{load[1]:.2f} {load[2]:.2f}; {args.warmup} warm-up + {args.epochs} timed epochs/path")
