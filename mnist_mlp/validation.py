@@ -147,7 +147,7 @@ def check_optimizer(cfg: DictConfig) -> None:
 
     plain = OmegaConf.to_container(model, resolve=True)
     build_optimizer(plain["optimizer"], plain.get("scheduler"),
-                    [torch.nn.Parameter(torch.zeros(1))], plain.get("lr", 0.1))
+                    [torch.nn.Parameter(torch.zeros(1))], plain["lr"])
 
 
 def resolve(cfg: DictConfig) -> None:
