@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> Trained:
         clock.mark("tracking_start")
         results, written = fit_and_test(cfg, datamodule, model, trainer, settings, clock, tracked)
         tracked.log_outputs(settings.dir, written.wait)  # checkpoint and model while it is drawn
-        written.wait()
+        written.wait()  # untracked (no logger): log_outputs returned at once
         clock.mark("tracking_outputs")
         log.info("Time: %s", clock.summary())
         tracked.log_timings(clock.metrics())

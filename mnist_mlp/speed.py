@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 #: Where the phases' memory goes in MLflow: under ``system/``, the run page's System metrics tab.
 PHASE_MEMORY = "system/phase_memory"
 
+
 def apply_torch_settings(cfg: Mapping[str, Any]) -> None:
     """``threads`` (intra-op CPU threads; null keeps torch's default, one per core)."""
     import torch
