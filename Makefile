@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
+# Two pytest-xdist workers, each taking a whole file at a time (its module fixtures built once) in
+# the order tests/conftest.py gives; TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 DOCS_PORT ?= 8000
@@ -31,11 +35,11 @@ train: data
 
 # Everything: tests/unit, tests/integration (the commands as processes), tests/services (servers).
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The inner loop: tests/unit only (in-process; no servers, no subprocesses).
 test-fast: install
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit $(XDIST) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
