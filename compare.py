@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -15,4 +18,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     with speed.command():  # a quick exit: no teardown of the modules
+        cli.refuse_null_groups(sys.argv[1:], Path(__file__).with_name("conf"))
         main()

@@ -105,6 +105,23 @@ def compare(cfg: DictConfig) -> None:
     console.summary(compared.summary(cfg.logger.tracking_uri, experiment_id))
 
 
+def refuse_null_groups(args: list[str], conf: Path) -> None:
+    """``group=null`` on the command line (``logger=null``, the way to drop a logger in other
+    projects) gets one paragraph that says Hydra's way, ``'~group'``, before anything is imported
+    or recorded: Hydra 1.3 itself stops there with a traceback from its defaults list."""
+    with exit_on_user_error():
+        for arg in args:
+            key, sep, value = arg.lstrip("+").partition("=")
+            group = key.split("@")[0]
+            if (sep and value.strip().lower() == "null" and not key.startswith("~")
+                    and ((conf / group).is_dir() or group.startswith("hydra/"))):
+                raise UserError(
+                    f"{arg}: a config group is removed with '~{group}', not set to null (Hydra "
+                    f"refuses {group}=null); run the command again with '~{group}' instead of "
+                    f"{arg} (quoted, or the shell reads ~ as your home folder). Nothing was run "
+                    "or recorded.")
+
+
 def _select(cfg: DictConfig, key: str) -> str | None:
     """``cfg``'s value at ``key``, or None where it is missing or does not resolve (yet)."""
     value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)

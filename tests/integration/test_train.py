@@ -50,6 +50,12 @@ def test_bad_value_stops_before_data_and_tracking(tmp_path):
     assert not missing.exists() and not (tmp_path / "mlruns").exists()
 
 
+def test_logger_null_is_refused_in_one_paragraph_saying_to_remove_the_group(tmp_path):
+    result = run_train("logger=null", cwd=tmp_path)
+    assert_one_paragraph(result, "logger=null", "'~logger'", "Nothing was run or recorded")
+    assert not list(tmp_path.iterdir())  # not even Hydra's output folder
+
+
 def test_unknown_key_is_refused_by_hydra_without_traceback(tmp_path):
     result = run_train("model.lrr=1", cwd=tmp_path)
     assert result.returncode != 0

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mnist_mlp import cli
-from tests.helpers.configs import compose_job, quiet, store_overrides
+from tests.helpers.configs import ROOT, compose_job, quiet, store_overrides
 from tests.helpers.data import data_overrides, write_synthetic_mnist
 from tests.helpers.runs import run_address, summary_of
 
@@ -79,3 +79,21 @@ def test_compare_ends_with_the_best_run_the_comparison_and_its_run(trained, caps
     (target,) = trained["client"].search_runs([trained["exp"]], "tags.`mnist_mlp.role` = 'compare'")
     assert summary["MLflow run"] == (run_address(tmp, trained["exp"], target.info.run_id)
                                      + " (artifacts comparison/)")
+
+
+@pytest.mark.parametrize("arg", ["logger=null", "+logger=NULL", "model/optimizer=null",
+                                 "hydra/launcher=null"])
+def test_a_config_group_set_to_null_is_refused_naming_hydras_way(arg, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.refuse_null_groups(["trainer.max_epochs=1", arg], ROOT / "conf")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    group = arg.lstrip("+").split("=")[0]
+    assert err.startswith(f"error: {arg}: ") and err.count("\n") == 1, err
+    assert f"'~{group}'" in err and "Nothing was run or recorded" in err, err
+
+
+def test_values_set_to_null_and_removed_groups_pass(capsys):
+    cli.refuse_null_groups(["model.scheduler=null", "hydra.run.dir=null", "~logger", "~logger=mlflow",
+                            "logger=mlflow", "-m", "ckpt_path=null"], ROOT / "conf")
+    assert capsys.readouterr().err == ""
