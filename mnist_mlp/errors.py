@@ -9,11 +9,14 @@ something they can fix, and scripts can tell such a refusal (2) from a crash (1)
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 
 #: Exit status of a command that refused its input (a ``UserError``).
 USER_ERROR_EXIT = 2
+#: The errors of a full disk (or quota): the user's to fix.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class UserError(Exception):
@@ -28,3 +31,19 @@ def exit_on_user_error() -> Iterator[None]:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(USER_ERROR_EXIT)
+
+
+def no_space(error: BaseException) -> OSError | None:
+    """The "no space left" ``OSError`` behind ``error``, if any.
+
+    ``torch.save`` reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]
+    ... unexpected pos``, raised while the file's ``OSError`` was being handled: the cause is then
+    the error's context, not ``error`` itself.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None

@@ -8,7 +8,6 @@ What Lightning lacks is written here, each class saying why.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -23,12 +22,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_mlp import epochs
 from mnist_mlp.atomic import write_atomic
-from mnist_mlp.errors import UserError
+from mnist_mlp.errors import UserError, no_space
 
 #: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
 SIGTERM_EXIT = 143
 #: What a full disk (or a full quota) raises.
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def is_interrupt(exception: BaseException) -> bool:
@@ -171,22 +169,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda f: torch.save(checkpoint, f))
-
-
-def no_space(error: BaseException) -> OSError | None:
-    """The "no space left" ``OSError`` behind ``error``, if any.
-
-    ``torch.save`` reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]
-    ... unexpected pos``, raised while the file's ``OSError`` was being handled: the cause is then
-    the error's context, not ``error`` itself.
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in NO_SPACE:
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from mnist_mlp.errors import UserError
+from mnist_mlp.errors import UserError, no_space
 from mnist_mlp.tracking.record import FAILURE_TAG
 from mnist_mlp.tracking.views import experiment_tags
 
@@ -225,10 +225,12 @@ def ending(client: Any, run_id: str | None, killed: Any = lambda: False) -> Iter
 
 def _tag_failure(client: Any, run_id: str | None, err: BaseException) -> None:
     """Why the run failed, as tag ``mnist_mlp.failure``: the UI shows it beside the status (a user
-    error's message is the one the console printed)."""
+    error's message is the one the console printed; a full disk's, the ``OSError`` that the
+    console's paragraph names, not the library error wrapped around it)."""
     if client is None or run_id is None:
         return
-    reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    cause = no_space(err) or err
+    reason = str(err) if isinstance(err, UserError) else f"{type(cause).__name__}: {cause}"
     try:
         client.set_tag(run_id, FAILURE_TAG, reason[:5000])
     except Exception as tag_err:  # noqa: BLE001  (never hide the error that ended the run)

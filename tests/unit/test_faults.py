@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mnist_mlp import cli, faults, runner, validation
 from mnist_mlp.atomic import write_atomic
 from mnist_mlp.faults import AtomicCheckpointIO
+from mnist_mlp.tracking.record import FAILURE_TAG
 from tests.helpers.configs import compose_job, quiet, store_overrides
 from tests.helpers.data import data_overrides
 
@@ -110,6 +111,8 @@ def test_a_full_disk_ends_the_run_with_one_paragraph_and_keeps_the_checkpoints(
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id])
     assert run.info.status == "FAILED"
+    why = run.data.tags[FAILURE_TAG]  # the cause the paragraph names, not torch's wrapper
+    assert why.startswith("OSError: [Errno 28] No space left on device") and "inline_container" not in why
 
 
 def test_the_cause_is_found_behind_torchs_error_and_other_errors_pass(tmp_path):
