@@ -5,8 +5,9 @@ import warnings as _warnings
 from mnist_mlp import paths as _paths
 
 _paths.register_resolvers()
-# conf/hydra/launcher/submitit_{slurm,local}.yaml give every key of hydra-submitit-launcher's
-# schemas of the same names; Hydra 1.3 still validates them against those schemas (the types are
-# checked) but calls that deprecated at every composition.
+# conf/hydra/launcher/{submitit_slurm,submitit_local,joblib}.yaml give every key of the launcher
+# plugins' schemas of the same names; Hydra 1.3 still validates them against those schemas (the
+# types are checked) but calls that deprecated at every composition.
 _warnings.filterwarnings(
-    "ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema")
+    "ignore",
+    message=r"\s*'hydra/launcher/(submitit_\w+|joblib)' is validated against ConfigStore schema")

@@ -41,8 +41,13 @@ class _Worker:
 
 
 def start() -> None:
-    """Start the worker now, once per process (a no-op if it runs; a warning if it cannot)."""
-    if _Worker.pool is not None:
+    """Start the worker now, once per process (a no-op if it runs; a warning if it cannot).
+
+    Not in a process that is itself a pool's worker (a job of ``hydra/launcher=joblib``): the
+    pool already runs a job per core, and a child of its worker would be started under loky's
+    start method, which a spawned child cannot take up; such a job draws its report itself.
+    """
+    if _Worker.pool is not None or multiprocessing.parent_process() is not None:
         return
     try:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),

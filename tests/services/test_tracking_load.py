@@ -2,7 +2,8 @@
 
 Each job is a real train.py job (synthetic MNIST, one epoch) writing its run while others write
 theirs. Every run must end FINISHED with all its metrics and artifacts, and hold only its own job's
-values (``tests.helpers.runs.check_job``), named and grouped under its sweep. On the team server
+values (``tests.helpers.runs.check_job``), named and grouped under its sweep; the console holds
+no traceback. On the team server
 the runs are the member's, artifacts go through the server, a job's evaluation lands beside it,
 and the password is nowhere. The sweep's wall time is printed (``pytest -s``) for the docs.
 """
@@ -38,6 +39,10 @@ def _sweep(synthetic_mnist, where: list[str]) -> float:
                        timeout=900)
     wall = time.monotonic() - start
     assert result.returncode == 0, result.stderr[-3000:]
+    # each job draws its report itself, quietly: no worker of a worker under loky's start method
+    # (a traceback per job), no deprecation notice of Hydra's per composition
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "ConfigStore schema" not in result.stderr, result.stderr[-3000:]
     return wall
 
 
