@@ -20,6 +20,7 @@ from mnist_mlp import console
 from mnist_mlp.errors import UserError, exit_on_user_error
 from mnist_mlp.tracking import comparison, registry
 from mnist_mlp.tracking.record import (
+    FAILURE_TAG,
     PARENT_TAG,
     ROLE_TAG,
     SWEEP_DIR_TAG,
@@ -56,6 +57,7 @@ class SweepParentRun(HydraCallback):
     def __init__(self) -> None:
         self.client: Any = None
         self.run_id: str | None = None
+        self.local = True  # the jobs are processes of this machine that end with the sweep
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         lcfg = config.get("logger")
@@ -78,23 +80,45 @@ class SweepParentRun(HydraCallback):
         except Exception as err:  # noqa: BLE001  (a view is not worth stopping a sweep for)
             log.warning("The runs table's saved view was not set on the experiment: %s", err)
         self.run_id = run.info.run_id
+        self.local = "submitit" not in str(OmegaConf.select(config, "hydra.launcher._target_",
+                                                            default=""))
         atexit.register(self._end_if_open)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.run_id is not None:
             self._end(self._children_status() or "FINISHED")
 
-    def _children_status(self) -> str | None:
+    def _children(self) -> list[Any]:
         run = self.client.get_run(self.run_id)
-        children = self.client.search_runs(
+        return self.client.search_runs(
             [run.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.run_id}'"
         )
-        statuses = {c.info.status for c in children}
+
+    def _children_status(self) -> str | None:
+        statuses = {c.info.status for c in self._children()}
         return next((s for s in ("KILLED", "FAILED") if s in statuses), None)
 
     def _end_if_open(self) -> None:
         if self.run_id and self.client.get_run(self.run_id).info.status == "RUNNING":
+            if self.local:
+                self._close_orphans()
             self._end(self._children_status() or "FAILED")
+
+    def _close_orphans(self) -> None:
+        """The runs of jobs that ended with this sweep before they could close them, KILLED.
+
+        A job's user error in a joblib sweep ends the whole pool: joblib kills the jobs beside it
+        mid-training, and their runs would stay RUNNING for good. Not for Slurm's jobs, which may
+        run on after this process (a Ctrl-C of the sweep); the Slurm launcher closes its own.
+        """
+        for child in self._children():
+            if child.info.status != "RUNNING":
+                continue
+            with contextlib.suppress(Exception):
+                self.client.set_tag(child.info.run_id, FAILURE_TAG,
+                                    "Stopped with its sweep, before the job ended: another job's "
+                                    "error (printed by the sweep) ended the sweep's processes.")
+                self.client.set_terminated(child.info.run_id, "KILLED")
 
     def _end(self, status: str) -> None:
         if self.client is not None and self.run_id is not None:

@@ -124,3 +124,23 @@ def test_a_sweep_leaves_its_comparison_in_the_parent_run_and_compare_py_compares
     client.set_tag(ids[1], "data.md5.test_images", "0" * 32)
     refused = run_script("compare.py", f"hydra.run.dir={tmp_path}/compare-refused", *store, loose)
     assert_one_paragraph(refused, "different data", "data.md5.test_images")
+
+
+def test_a_job_that_fails_in_a_joblib_sweep_leaves_no_run_running(synthetic_mnist, tmp_path):
+    """A job's user error (a NaN loss) ends a joblib sweep, and joblib kills the job beside it
+    mid-training: the sweep's parent closes that job's run KILLED, saying why."""
+    slow = ["+callbacks.slow._target_=tests.helpers.slow_epochs.SleepAtEpochEnd",
+            "+callbacks.slow.seconds=20"]  # the other job is still training when the first fails
+    result = run_train("-m", "hydra/launcher=joblib", "model.lr=0.1,1e30", "trainer.max_epochs=2",
+                       "logger.system_metrics=false", *slow, *data_overrides(*synthetic_mnist),
+                       *store_overrides(tmp_path), *quiet(), cwd=tmp_path, timeout=600)
+    assert_one_paragraph(result, "the training loss became NaN or infinite")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("mnist-mlp").experiment_id
+    runs = {r.info.run_name: r for r in client.search_runs([exp], "tags.`mnist_mlp.role` = 'train'")}
+    assert runs["lr=1e+30"].info.status == "FAILED"
+    stopped = runs["lr=0.1"]
+    assert stopped.info.status == "KILLED"
+    assert "Stopped with its sweep, before the job ended" in stopped.data.tags["mnist_mlp.failure"]
+    (parent,) = client.search_runs([exp], "tags.`mnist_mlp.role` = 'sweep'")
+    assert parent.info.status == "KILLED"  # its worst job's
