@@ -26,7 +26,6 @@ from mnist_mlp.errors import UserError, no_space
 
 #: Exit status after SIGTERM, as a shell reports a process killed by it (128 + 15).
 SIGTERM_EXIT = 143
-#: What a full disk (or a full quota) raises.
 
 
 def is_interrupt(exception: BaseException) -> bool:
