@@ -83,3 +83,10 @@ def accepted_keys(target: str) -> list[str]:
         return []
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return [p.name for p in params if p.kind in kinds and p.name != "self"]
+
+
+def hydra_config() -> Any | None:
+    """Hydra's runtime config, or None outside a Hydra app (tests, the benchmark)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None

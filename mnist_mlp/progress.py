@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar, TQD
 from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
 from mnist_mlp import epochs
+from mnist_mlp.config import hydra_config
 
 
 class EpochLines(ProgressBar):
@@ -92,13 +93,10 @@ def display_callbacks(callbacks: Sequence[Callback], trainer_cfg: Mapping[str, A
 
 def later_sweep_job() -> bool:
     """Whether this is a Hydra multirun job other than the first (``hydra.job.num`` > 0)."""
-    from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
-        return False
-    hc = HydraConfig.get()
-    return hc.mode == RunMode.MULTIRUN and int(hc.job.get("num") or 0) > 0
+    hc = hydra_config()
+    return hc is not None and hc.mode == RunMode.MULTIRUN and int(hc.job.get("num") or 0) > 0
 
 
 def progress_bar(mode: str = "auto", refresh_rate: int = 50) -> ProgressBar:

@@ -53,7 +53,7 @@ def resume_if_requeued(cfg: DictConfig) -> DictConfig:
     this is a requeued sweep job; unchanged otherwise, or when ``ckpt_path`` was given."""
     from hydra.types import RunMode
 
-    from mnist_mlp.tracking.record import hydra_config
+    from mnist_mlp.config import hydra_config
 
     count, hc = restarts(), hydra_config()
     if not count or hc is None or hc.mode != RunMode.MULTIRUN or cfg.get("ckpt_path"):

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_mlp.config import hydra_config
 from mnist_mlp.paths import repo_root
 
 ROLE_TAG = "mnist_mlp.role"
@@ -131,13 +132,6 @@ def git_tags(root: Path | None = None) -> dict[str, str]:
         return {"git.commit": "unknown"}
     return {"git.commit": commit, "git.dirty": str(dirty).lower(),
             "mlflow.source.git.commit": commit}
-
-
-def hydra_config() -> Any | None:
-    """Hydra's runtime config, or None outside a Hydra app (tests, the benchmark)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def overrides_yaml() -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_mlp import ddp, faults, report
+from mnist_mlp.config import hydra_config
 from mnist_mlp.report.summary import headline
 from mnist_mlp.tracking import offline
 from mnist_mlp.tracking.datasets import log_datasets
@@ -33,7 +34,6 @@ from mnist_mlp.tracking.record import (
     SWEEP_KEYS_TAG,
     config_params,
     git_tags,
-    hydra_config,
     job_run_name,
     overrides_yaml,
     single_run_name,
