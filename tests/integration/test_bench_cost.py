@@ -24,12 +24,13 @@ def test_the_cost_section_prints_the_ratio_to_the_floor_and_the_memory(synthetic
     printed = capsys.readouterr().out
     assert "target <= 1.2x the floor" in printed and "import torch, lightning, mlflow" in printed
     for label in ("python train.py", "a sweep's 2nd job", "python evaluate.py", "sweep parent",
-                  "joblib worker", "summed PSS"):
+                  "joblib worker", "summed PSS", "a store's first run also creates it"):
         assert label in printed, label
     figures = json.loads(next(out.glob("bench-*.json")).read_text())["cost"]
     assert figures["target_ratio"] == 1.2
     summary = figures["summary"]
-    assert set(summary) == {"project/train", "project/sweep", "project/evaluate"}
+    assert set(summary) == {"project/store", "project/train", "project/sweep", "project/evaluate"}
+    assert summary["project/store"]["store_s"] > 0  # the store train.py logs into existed before
     train = summary["project/train"]
     assert train["ratio"] == pytest.approx(train["fixed_s"] / train["floor_s"])  # one round
     assert 0 < train["fixed_s"] < train["wall_s"] and train["epochs"] == 2
