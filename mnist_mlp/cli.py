@@ -35,6 +35,9 @@ def train(cfg: DictConfig) -> float | None:
         from mnist_mlp.runner import train as train_and_test
         from mnist_mlp.slurm import requeue
 
+        if cfg.get("logger"):  # the MLflow logger is built next: its import, here with the rest
+            import mlflow  # noqa: F401
+
     output = _select(cfg, "trainer.default_root_dir") or "the output folder (hydra.run.dir)"
     ckpts = _select(cfg, "callbacks.last_checkpoint.dirpath") or f"{output}/checkpoints"
     try:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
-from mnist_mlp import fetch
+from mnist_mlp import fetch, idx
 from mnist_mlp.errors import UserError
 
 
@@ -141,11 +142,13 @@ class MnistDataModule(L.LightningDataModule):
         return fetch.checksums(self.raw_dir)
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """The raw split as torchvision decodes it: uint8 images (N×28×28) and int64 labels."""
-        from torchvision.datasets import MNIST
-
-        ds = MNIST(str(self.data_dir), train=train, download=False)
-        return ds.data, ds.targets
+        """The raw split as torchvision's ``MNIST`` decodes it, from the files ``prepare_data``
+        verified: uint8 images (N×28×28) and int64 labels. Read with ``mnist_mlp.idx``, not
+        torchvision, whose import pulls in its models and ``torch._dynamo``."""
+        split = "train" if train else "test"
+        images, labels = (idx.read(self.raw_dir / fetch.FILES[key][0], fetch.FILES[key][1])
+                          for key in (f"{split}_images", f"{split}_labels"))
+        return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images to normalised float32 rows, in place after one cast.

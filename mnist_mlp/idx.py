@@ -35,6 +35,11 @@ def read_bytes(path: Path) -> bytes:
         raise _fail(path, f"cannot be read ({err})") from None
 
 
+def read(path: Path, ndim: int) -> np.ndarray:
+    """The uint8 array of an IDX file of ``ndim`` dimensions (``read_bytes``, then ``parse``)."""
+    return parse(read_bytes(path), path, ndim)
+
+
 def parse(data: bytes, path: Path, ndim: int) -> np.ndarray:
     """Decode IDX bytes into a uint8 array of ``ndim`` dimensions, refusing anything malformed."""
     if len(data) < 4:

@@ -68,6 +68,38 @@ def test_the_libraries_import_with_the_collector_off_then_frozen():
     assert proc.stdout.split() == ["True", "True", "True", "True"]
 
 
+LEAN = """
+import sys
+from mnist_mlp import speed
+with speed.importing_libraries():
+    import lightning, mlflow, torchmetrics
+    from mnist_mlp import fetch
+    from mnist_mlp.datamodule import MnistDataModule
+dm = MnistDataModule(sys.argv[1], val_size=100, sources=("local",), md5=dict.fromkeys(fetch.FILES))
+dm.prepare_data()
+dm.setup()
+print(sorted({"torchvision", "scipy.signal", "matplotlib"} & set(sys.modules)))
+accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes=3, average="micro")
+accuracy.update(*__import__("torch").tensor([[0, 1, 2, 2], [0, 1, 1, 2]]))
+print(float(accuracy.compute()))
+from lightning_utilities.core.imports import RequirementCache, package_available
+print(bool(RequirementCache("torchvision")), package_available("matplotlib"))
+import torchmetrics.utilities.imports as seen
+print(seen._MATPLOTLIB_AVAILABLE)
+"""
+
+
+def test_a_run_imports_no_torchvision_scipy_signal_or_matplotlib(synthetic_mnist):
+    """torchmetrics imports them when they are installed; a run uses none of them, and its data
+    is decoded without torchvision. The checks it was told otherwise work again afterwards."""
+    proc = subprocess.run([sys.executable, "-c", LEAN, str(synthetic_mnist[0])],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:3] == ["[]", "0.75", "True True"]
+    assert "matplotlib is not imported in this process (mnist_mlp.speed.UNUSED_BACKENDS)" in lines[3]
+
+
 def test_train_py_imports_no_torch_lightning_or_mlflow():
     """What a sweep's parent process and the report's worker (which re-imports train.py) pay."""
     code = ("import runpy, sys; runpy.run_path('train.py', run_name='__mp_main__'); "

@@ -44,3 +44,18 @@ def test_normalise_in_place_equals_the_formula(synthetic_mnist):
     images, _ = dm._load(train=False)
     expected = ((images.to(torch.float32) / 255.0 - dm.mean) / dm.std).flatten(1)
     assert torch.equal(dm.tensors["test"][0], expected)
+
+
+def test_the_files_decode_as_torchvision_decodes_them(synthetic_mnist):
+    """The split is read with mnist_mlp.idx (no torchvision import in a run): the same tensors,
+    dtypes included, as torchvision's MNIST dataset holds."""
+    from torchvision.datasets import MNIST
+
+    data_dir, md5s = synthetic_mnist
+    dm = MnistDataModule(str(data_dir), val_size=100, sources=("local",), md5=md5s)
+    dm.prepare_data()
+    for train in (True, False):
+        images, labels = dm._load(train=train)
+        theirs = MNIST(str(data_dir), train=train, download=False)
+        assert images.dtype == theirs.data.dtype and labels.dtype == theirs.targets.dtype
+        assert torch.equal(images, theirs.data) and torch.equal(labels, theirs.targets)
