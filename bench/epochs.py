@@ -69,11 +69,11 @@ def bench_device(device: torch.device, args: argparse.Namespace, tmp: Path) -> d
     datamodule.prepare_data()
     datamodule.setup("fit")
     others: list[tuple[str, BareLoop]] = [
-        (f"b{t}", BareLoop(cfg, datamodule.tensors, device, t)) for t in threads]
+        (f"b{t}", BareLoop(cfg, datamodule, device, t)) for t in threads]
     if device.type == "cuda" and str(cfg.trainer.precision) == "32-true":  # the anchor: no autocast
-        others.append(("g", GraphLoop(cfg, datamodule.tensors, device, threads[0])))
+        others.append(("g", GraphLoop(cfg, datamodule, device, threads[0])))
     if not args.no_torchvision:
-        others.append(("c", TorchvisionLoop(cfg, datamodule.tensors, device, threads[0],
+        others.append(("c", TorchvisionLoop(cfg, datamodule, device, threads[0],
                                             args.workers)))
     timings = Timings()
 

@@ -12,16 +12,17 @@ from bench.common import precision_context
 
 
 class BareLoop:
-    """(b): the arithmetic the MLP needs, on the DataModule's tensors, with nothing around it."""
+    """(b): the arithmetic the MLP needs, on the DataModule's splits normalised once, with nothing
+    around it (the project normalises each batch as it slices it from the files' bytes)."""
 
-    def __init__(self, cfg: Any, tensors: dict, device: torch.device, threads: int) -> None:
+    def __init__(self, cfg: Any, datamodule: Any, device: torch.device, threads: int) -> None:
         from hydra.utils import instantiate
 
         self.device, self.threads, self.batch = device, threads, cfg.data.batch_size
         self.eval_batch, self.seed = cfg.data.eval_batch_size, cfg.seed
         self.precision = cfg.trainer.precision
-        self.x, self.y = (t.to(device) for t in tensors["train"])
-        self.vx, self.vy = (t.to(device) for t in tensors["val"])
+        self.x, self.y = (t.to(device) for t in datamodule.normalised("train"))
+        self.vx, self.vy = (t.to(device) for t in datamodule.normalised("val"))
         self.net = instantiate(cfg.model.net).to(device)
         self.forward = torch.compile(self.net) if cfg.model.compile else self.net
         self.opt = instantiate(cfg.model.optimizer)(self.net.parameters(), lr=cfg.model.lr)
@@ -80,9 +81,9 @@ class BareLoop:
 class TorchvisionLoop(BareLoop):
     """(c): the same loop fed by torchvision's MNIST Dataset (PIL per sample) and a DataLoader."""
 
-    def __init__(self, cfg: Any, tensors: dict, device: torch.device, threads: int,
+    def __init__(self, cfg: Any, datamodule: Any, device: torch.device, threads: int,
                  workers: int) -> None:
-        super().__init__(cfg, tensors, device, threads)
+        super().__init__(cfg, datamodule, device, threads)
         from torch.utils.data import DataLoader, Subset
         from torchvision import datasets, transforms
 
@@ -121,8 +122,8 @@ class GraphLoop(BareLoop):
     batch runs eagerly (gradients zeroed in place: the graph writes to their memory).
     """
 
-    def __init__(self, cfg: Any, tensors: dict, device: torch.device, threads: int) -> None:
-        super().__init__(cfg, tensors, device, threads)
+    def __init__(self, cfg: Any, datamodule: Any, device: torch.device, threads: int) -> None:
+        super().__init__(cfg, datamodule, device, threads)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.total = torch.zeros((), device=device)
 

@@ -157,7 +157,7 @@ def profile(overrides: Sequence[str], tmp: Path, device: torch.device, epochs: i
             datamodule = instantiate(cfg.data, _convert_="all")
             datamodule.prepare_data()
             datamodule.setup("fit")
-            bare = BareLoop(cfg, datamodule.tensors, device, threads)
+            bare = BareLoop(cfg, datamodule, device, threads)
             bare.run_epoch()  # warm-up
             del datamodule
         rows.append({"layer": label, **profile_layer(cfg, bare)})

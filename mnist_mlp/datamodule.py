@@ -1,12 +1,16 @@
 """MNIST as a LightningDataModule: decoded once into tensors, batches sliced from them.
 
 torchvision's ``MNIST.__getitem__`` builds a PIL image per sample, which costs more per epoch than
-the MLP itself on a small CPU; holding the decoded, normalised set as one tensor (on the training
-device) and slicing batches from it removes that cost without changing what the model sees.
+the MLP itself on a small CPU; holding the decoded set as one tensor (on the training device) and
+slicing batches from it removes that cost without changing what the model sees. The tensors hold
+the files' bytes (uint8, a quarter of float32's memory) and each batch is normalised as it is
+sliced: gathering a quarter of the bytes pays for the normalisation, and the values are those of
+normalising the whole set once.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +31,8 @@ class TensorBatches:
     ``__getitem__`` and collate. Evaluation shards never pad (each sample counted once, exact
     metrics under DDP); training shards are cut to equal length so every rank steps in lockstep.
     With ``chunk=K`` it yields lists of K consecutive batches (the last list shorter), one per
-    fused training iteration (``mnist_mlp.fused``), gathered with one index per list.
+    fused training iteration (``mnist_mlp.fused``), gathered with one index per list. ``transform``
+    turns each gathered block of ``x`` into what the model takes (``normalise``).
     """
 
     def __init__(
@@ -42,8 +47,10 @@ class TensorBatches:
         world_size: int = 1,
         chunk: int | None = None,
         split: str | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
     ) -> None:
         self.x, self.y, self.batch_size, self.chunk = x, y, batch_size, chunk
+        self.transform = transform
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
         self.rank, self.world_size = rank, world_size
         self.split, self._size = split, len(y)
@@ -81,19 +88,20 @@ class TensorBatches:
         order = self._indices()
         for start in range(0, len(order), k * self.batch_size):
             idx = order[start : start + k * self.batch_size]
-            yield list(zip(self.x[idx].split(self.batch_size), self.y[idx].split(self.batch_size),
+            x = self.transform(self.x[idx])
+            yield list(zip(x.split(self.batch_size), self.y[idx].split(self.batch_size),
                            idx.split(self.batch_size), strict=True))
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         order = self._indices()
         contiguous = not self.shuffle and self.world_size == 1
         for start in range(0, len(order), self.batch_size):
-            if contiguous:  # views, no copy
+            if contiguous:  # views, no gather
                 sl = slice(start, start + self.batch_size)
-                yield self.x[sl], self.y[sl], order[sl]
+                yield self.transform(self.x[sl]), self.y[sl], order[sl]
             else:
                 idx = order[start : start + self.batch_size]
-                yield self.x[idx], self.y[idx], idx
+                yield self.transform(self.x[idx]), self.y[idx], idx
 
 
 class MnistDataModule(L.LightningDataModule):
@@ -141,23 +149,25 @@ class MnistDataModule(L.LightningDataModule):
             return {key: self.md5[key] for key in fetch.FILES}
         return fetch.checksums(self.raw_dir)
 
-    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """The raw split as torchvision's ``MNIST`` decodes it, from the files ``prepare_data``
-        verified: uint8 images (N×28×28) and int64 labels. Read with ``mnist_mlp.idx``, not
-        torchvision, whose import pulls in its models and ``torch._dynamo``."""
+    def _load(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The split as the files ``prepare_data`` verified hold it: uint8 images (N×28×28) and
+        uint8 labels, read-only views of the bytes. Read with ``mnist_mlp.idx``, not torchvision,
+        whose import pulls in its models and ``torch._dynamo``."""
         split = "train" if train else "test"
-        images, labels = (idx.read(self.raw_dir / fetch.FILES[key][0], fetch.FILES[key][1])
-                          for key in (f"{split}_images", f"{split}_labels"))
-        return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+        images = idx.read(self.raw_dir / fetch.FILES[f"{split}_images"][0], 3)
+        labels = idx.read(self.raw_dir / fetch.FILES[f"{split}_labels"][0], 1)
+        return images, labels
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images to normalised float32 rows, in place after one cast.
+        """uint8 images (or rows) to normalised float32 rows: ``(x / 255 - mean) / std``."""
+        return normalise(images, self.mean, self.std)
 
-        ``(x / 255 - mean) / std`` written out allocates four float copies of the set (~190 MB
-        each for the training images); in place it is one, with the same values.
-        """
-        x = images.flatten(1).to(torch.float32)
-        return x.div_(255.0).sub_(self.mean).div_(self.std)
+    def normalised(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole ``split`` as the model takes it: normalised float32 rows (a new tensor) and
+        int64 labels, on the device the split is held on."""
+        self.setup("fit" if split in ("train", "val") else "test")
+        x, y = self.tensors[split]
+        return self.normalise(x), y
 
     def setup(self, stage: str | None = None) -> None:
         """Decode and split what ``stage`` needs, once: the training file for ``fit`` and
@@ -169,12 +179,11 @@ class MnistDataModule(L.LightningDataModule):
             images, y = self._load(train=True)
             self._check_val_size(len(y))
             train, val = split_indices(len(y), self.val_size, self.split_seed)
-            # Split the uint8 images, then normalise each part: one float copy of the set, not two.
-            self.tensors["train"] = (self.normalise(images[train]), y[train])
-            self.tensors["val"] = (self.normalise(images[val]), y[val])
+            self.tensors["train"] = _rows(images, y, train)
+            self.tensors["val"] = _rows(images, y, val)
         if _needs(stage, "test") and "test" not in self.tensors:
-            test_images, test_y = self._load(train=False)
-            self.tensors["test"] = (self.normalise(test_images), test_y)
+            images, y = self._load(train=False)
+            self.tensors["test"] = _rows(images, y, torch.arange(len(y)))
 
     def release(self, *splits: str) -> None:
         """Drop the tensors of ``splits`` now (``setup`` decodes them again if asked).
@@ -190,10 +199,10 @@ class MnistDataModule(L.LightningDataModule):
                 loader.release()
 
     def test_images(self) -> torch.Tensor:
-        """The test split as N x 28 x 28 images in [0, 1] on the CPU (the report's mistake grids)."""
-        self.setup("test")
-        x = self.tensors["test"][0]
-        return (x * self.std + self.mean).clamp_(0, 1).reshape(len(x), 28, 28)
+        """The test split as N x 28 x 28 images in [0, 1] on the CPU (the report's mistake grids):
+        the model's input with its normalisation undone, as the report has always drawn it."""
+        x = self.normalised("test")[0].cpu()  # a new tensor: undone in place
+        return x.mul_(self.std).add_(self.mean).clamp_(0, 1).reshape(len(x), 28, 28)
 
     def _check_val_size(self, n_train: int) -> None:
         if not 0 < self.val_size < n_train:
@@ -228,6 +237,7 @@ class MnistDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer is not None else 1,
             chunk=chunk,
             split=split,
+            transform=functools.partial(normalise, mean=self.mean, std=self.std),
         )
         self._loaders.add(loader)
         return loader
@@ -250,6 +260,28 @@ def _needs(stage: str | None, which: str) -> bool:
     """Whether ``setup(stage)`` needs the ``fit`` splits (train, val) or the ``test`` split."""
     stages = ("fit", "validate") if which == "fit" else ("test", "predict")
     return stage is None or stage in stages  # Lightning's TrainerFn values equal these strings
+
+
+def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 images (N×28×28 or N×784) to normalised float32 rows, in place after one cast.
+
+    ``(x / 255 - mean) / std`` written out allocates four float copies; in place it is one, with
+    the same values (each operation rounds as the written-out one does). Only uint8 is taken:
+    the cast is then always a copy, so the set it was sliced from is never written to.
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalise takes the files' uint8 pixels, not {images.dtype}")
+    x = images.flatten(1).to(torch.float32)
+    return x.div_(255.0).sub_(mean).div_(std)
+
+
+def _rows(images: np.ndarray, labels: np.ndarray, rows: torch.Tensor
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``rows`` of a split as tensors: uint8 images flattened to N×784 (one copy, made by
+    the indexing) and int64 labels, the dtype cross-entropy takes."""
+    picked = rows.numpy()
+    x = torch.from_numpy(images.reshape(len(images), -1)[picked])
+    return x, torch.from_numpy(labels[picked].astype(np.int64))
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,14 +45,10 @@ def _signature() -> Any:
 def raw_pixels(datamodule: Any, split: str = "test", n: int | None = None) -> Any:
     """The first ``n`` images of ``split`` (all: None) as N x 784 uint8 pixels, as in the IDX file.
 
-    The data module keeps them normalised; undoing it and rounding gives the file's bytes back.
+    The data module holds the file's bytes. A copy: a saved view would carry the whole split.
     """
-    import torch
-
     datamodule.setup(split)
-    x = datamodule.tensors[split][0][:n].detach().cpu()
-    pixels = torch.round((x * datamodule.std + datamodule.mean) * 255).clamp(0, 255)
-    return pixels.to(torch.uint8).reshape(len(pixels), -1)
+    return datamodule.tensors[split][0][:n].cpu().clone()
 
 
 def evaluation_frame(datamodule: Any) -> Any:

@@ -60,7 +60,7 @@ def _independent_test_metrics(ckpt: Path, data_dir: Path, md5s: dict) -> dict[st
     dm = MnistDataModule(str(data_dir), sources=["local"], md5=md5s, val_size=VAL_SIZE)
     dm.prepare_data()
     dm.setup()
-    x, y = dm.tensors["test"]
+    x, y = dm.normalised("test")
     with torch.no_grad():
         logits = module.eval()(x)
     pred = logits.argmax(1).numpy()

@@ -55,7 +55,7 @@ def test_train_metrics_equal_an_independent_computation(synthetic_mnist, tmp_pat
     trainer.callbacks.append(Record())
     trainer.fit(model, datamodule=datamodule)
 
-    x, y = datamodule.tensors["train"]
+    y = datamodule.tensors["train"][1]
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.data.shuffle_seed))
     assert torch.equal(torch.cat(seen), order)  # the epoch's order, every sample once
     labels = y[order].split(BATCH)
