@@ -220,12 +220,18 @@ def mistake_caption(r: TestResults, row: int) -> str:
     return f"true {int(r.label[row])} → pred {pred}\np = {r.probs[row, pred]:.3f}, #{int(r.index[row])}"
 
 
+def _unit(image: Any) -> np.ndarray:
+    """An image's values in [0, 1]: uint8 pixels divided by 255, anything else as it is."""
+    image = np.asarray(image)
+    return image / 255.0 if image.dtype == np.uint8 else image
+
+
 def mistakes_figure(images: np.ndarray, rows: np.ndarray, r: TestResults, title: str,
                     columns: int = 5) -> Any:
     """Test images in a grid, each captioned by ``mistake_caption``.
 
-    ``images`` is the whole test split (N x 28 x 28, values in [0, 1]), indexed by ``r.index[row]``.
-    One mosaic in one axes: a subplot per image costs ~10x the drawing time.
+    ``images`` is the whole test split (N x 28 x 28: uint8 pixels, or values in [0, 1]), indexed
+    by ``r.index[row]``. One mosaic in one axes: a subplot per image costs ~10x the drawing time.
     """
     cell, gap, caption = 28, 4, 14  # pixels: image, margin, caption strip below it
     lines = max(-(-len(rows) // columns), 1)
@@ -235,7 +241,7 @@ def mistakes_figure(images: np.ndarray, rows: np.ndarray, r: TestResults, title:
     ax = fig.subplots()
     for slot, row in enumerate(rows):
         top, left = (slot // columns) * height, (slot % columns) * width + gap
-        mosaic[top:top + cell, left:left + cell] = np.asarray(images[int(r.index[row])]).reshape(cell, cell)
+        mosaic[top:top + cell, left:left + cell] = _unit(images[int(r.index[row])]).reshape(cell, cell)
     ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     for slot, row in enumerate(rows):
         top, left = (slot // columns) * height, (slot % columns) * width + gap

@@ -96,8 +96,9 @@ def write_report(
 ) -> dict[str, Path]:
     """Write every report file into ``settings.dir`` (created if needed); returns name -> path.
 
-    ``images``: the test split (N x 28 x 28), for the mistake grids; ``history``: one dict of
-    ``.../train``/``.../val`` values per epoch (``history.EpochHistory``), for the learning curves;
+    ``images``: the test split (N x 28 x 28, uint8 pixels or values in [0, 1]), for the mistake
+    grids; ``history``: one dict of ``.../train``/``.../val`` values per epoch
+    (``history.EpochHistory``), for the learning curves;
     ``provenance``: the run, code, data and weights tested, the report's header.
     """
     folder, digits = Path(str(settings.dir)), settings.digits
